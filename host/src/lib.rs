@@ -5,6 +5,12 @@
 pub mod cache;
 pub mod config;
 pub mod metrics;
+pub mod pipeline;
 pub mod policy;
+pub mod request;
 pub mod upstream;
 pub mod wire;
+pub mod zones;
+
+/// Our EDNS0 UDP payload size unless configured otherwise (DNS flag day 2020).
+pub const DEFAULT_UDP_SIZE: u16 = 1232;

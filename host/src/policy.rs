@@ -84,6 +84,7 @@ impl Policies {
     /// Compiles, instantiates and `init`s every policy (off the hot path), reusing
     /// compiled modules of `previous` with the same content digest.
     pub fn build(
+        _engine: &PolicyEngine,
         specs: &BTreeMap<String, PolicySpec>,
         _previous: Option<&Policies>,
         _metrics: &Arc<Metrics>,
@@ -116,3 +117,7 @@ impl PolicyChain {
         Verdict::Allow
     }
 }
+
+/// The process's one WebAssembly engine. STUB.
+#[derive(Default)]
+pub struct PolicyEngine {}

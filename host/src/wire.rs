@@ -322,6 +322,43 @@ pub fn remove_record(buf: &mut Vec<u8>, range: (usize, usize)) {
     buf[10..12].copy_from_slice(&ar.to_be_bytes());
 }
 
+/// Finds the OPT record of a message without collecting anything else.
+pub fn find_opt(buf: &[u8]) -> Result<Option<Edns>, WireError> {
+    let h = Header::new(buf)?;
+    let mut pos = HEADER_LEN;
+    for _ in 0..h.qdcount() {
+        pos = skip_name(buf, pos)? + 4;
+    }
+    let (before_additional, ar) = (h.ancount() as usize + h.nscount() as usize, h.arcount());
+    for _ in 0..before_additional {
+        pos = read_record(buf, pos)?.end;
+    }
+    for _ in 0..ar {
+        let rr = read_record(buf, pos)?;
+        if rr.rtype == TYPE_OPT {
+            return Ok(Some(Edns {
+                udp_size: u16_at(buf, rr.ttl_at - 2)?,
+                version: buf[rr.ttl_at + 1],
+                do_bit: buf[rr.ttl_at + 2] & 0x80 != 0,
+                range: (rr.start, rr.end),
+            }));
+        }
+        pos = rr.end;
+    }
+    Ok(None)
+}
+
+/// Appends an OPT record (no options) and increments ARCOUNT.
+pub fn push_opt(buf: &mut Vec<u8>, udp_size: u16, ext_rcode: u8, do_bit: bool) {
+    buf.push(0); // root owner
+    buf.extend_from_slice(&TYPE_OPT.to_be_bytes());
+    buf.extend_from_slice(&udp_size.to_be_bytes());
+    buf.extend_from_slice(&[ext_rcode, 0, if do_bit { 0x80 } else { 0 }, 0]);
+    buf.extend_from_slice(&[0, 0]);
+    let ar = u16::from_be_bytes([buf[10], buf[11]]).saturating_add(1);
+    buf[10..12].copy_from_slice(&ar.to_be_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,501 @@
+//! The path of one query (DESIGN.md "One query, end to end"), as numbered steps.
+//!
+//! A [`Snapshot`] is everything one configuration needs to answer queries: zones, their caches
+//! and policy chains, upstream groups. The listeners load the current snapshot per query
+//! (`reload` swaps it atomically). `prepare` runs the synchronous steps (ingress, client
+//! check, zone match, policy, cache lookup) so cache hits are answered without a task;
+//! only a miss becomes a [`Pending`] that `complete` forwards asynchronously.
+
+mod answer;
+mod respond;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use thiserror::Error;
+
+use crate::cache::{Cache, CacheKey, Hit, Lookup};
+use crate::config::{Config, IpNet, ServeStale, ZoneSpec};
+use crate::metrics::{CacheTypeLabels, Label, Metrics, ReasonLabels, ZoneLabels};
+use crate::policy::{
+    Policies, PolicyChain, PolicyEngine, PolicyError, PolicyQuery, Transport, Verdict,
+};
+use crate::request::{self, Rejected, Request, rcode};
+use crate::upstream::{UpstreamError, UpstreamGroup, UpstreamQuery, Upstreams};
+use crate::wire;
+use crate::zones::ZoneTable;
+
+pub use respond::Outcome;
+
+/// Why a snapshot could not be built from a validated config.
+#[derive(Debug, Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("zone {zone}: upstream group {group:?} missing")]
+    MissingUpstream { zone: String, group: String },
+}
+
+/// One zone, ready to serve.
+pub struct Zone {
+    pub spec: ZoneSpec,
+    /// The zone name as text (`cluster.local.`), also its metric label.
+    pub label: Label,
+    pub view: Label,
+    pub cache: Arc<Cache>,
+    pub chain: PolicyChain,
+    pub upstream: Arc<UpstreamGroup>,
+}
+
+/// What a listener tells the pipeline about itself.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    pub view: Arc<str>,
+    /// `dns://127.0.0.1:53`, the `server` metric label.
+    pub server: Label,
+}
+
+/// Everything one configuration needs to answer queries.
+pub struct Snapshot {
+    pub config: Config,
+    table: ZoneTable,
+    pub zones: Vec<Zone>,
+    pub upstreams: Upstreams,
+    pub policies: Policies,
+    allow_clients: Vec<IpNet>,
+    pub(crate) metrics: Arc<Metrics>,
+    udp_size: u16,
+}
+
+/// The synchronous steps' result.
+pub enum Step {
+    /// Send these bytes.
+    Reply(Vec<u8>),
+    /// Send nothing.
+    Drop,
+    /// Needs an upstream: hand to [`Snapshot::complete`].
+    Forward(Box<Pending>),
+}
+
+/// A query waiting for its upstream.
+pub struct Pending {
+    req: Request,
+    zone: usize,
+    group: Arc<UpstreamGroup>,
+    key: CacheKey,
+    /// Verify mode: the stale entry to answer with if the upstream fails or is slow.
+    stale: Option<Hit>,
+    started: Instant,
+    server: Label,
+}
+
+impl Snapshot {
+    /// Builds a snapshot, reusing from `previous` the caches whose settings did not change,
+    /// the upstream groups whose spec did not change, and compiled policies.
+    /// Must run inside the tokio runtime (upstream groups start health tasks).
+    pub fn build(
+        config: Config,
+        previous: Option<&Snapshot>,
+        engine: &PolicyEngine,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Snapshot, BuildError> {
+        let policies = Policies::build(
+            engine,
+            &config.policies,
+            previous.map(|p| &p.policies),
+            metrics,
+        )?;
+        let upstreams =
+            Upstreams::build(&config.upstreams, previous.map(|p| &p.upstreams), metrics);
+        let mut zones = Vec::with_capacity(config.zones.len());
+        for spec in &config.zones {
+            let upstream = upstreams.get(&spec.forward).cloned().ok_or_else(|| {
+                BuildError::MissingUpstream {
+                    zone: spec.name.to_string(),
+                    group: spec.forward.clone(),
+                }
+            })?;
+            let cache = previous
+                .and_then(|p| {
+                    p.zones
+                        .iter()
+                        .find(|z| z.spec.view == spec.view && z.spec.name == spec.name)
+                })
+                .filter(|z| z.spec.cache == spec.cache)
+                .map(|z| z.cache.clone())
+                .unwrap_or_else(|| Arc::new(Cache::new(spec.cache.clone())));
+            zones.push(Zone {
+                label: Label::from(spec.name.to_string().as_str()),
+                view: Label::from(spec.view.as_str()),
+                chain: policies.chain(&spec.policies),
+                spec: spec.clone(),
+                cache,
+                upstream,
+            });
+        }
+        let names: Vec<Vec<u8>> = config
+            .zones
+            .iter()
+            .map(|z| zone_wire_name(&z.name.to_string()))
+            .collect();
+        let table = ZoneTable::build(
+            config
+                .zones
+                .iter()
+                .zip(&names)
+                .map(|(z, n)| (z.view.as_str(), n.as_slice())),
+        );
+        Ok(Snapshot {
+            allow_clients: config.server.allow_clients.clone(),
+            udp_size: config.server.udp_payload_size,
+            config,
+            table,
+            zones,
+            upstreams,
+            policies,
+            metrics: metrics.clone(),
+        })
+    }
+
+    /// Steps 1–5: ingress, client check, zone match, policy, cache lookup.
+    pub fn prepare(
+        self: &Arc<Self>,
+        packet: &[u8],
+        client: SocketAddr,
+        transport: Transport,
+        listener: &ListenerInfo,
+        started: Instant,
+    ) -> Step {
+        // 1. Ingress.
+        let req = match request::parse(packet, client, transport) {
+            Ok(req) => req,
+            Err(Rejected::Drop(reason)) => {
+                self.metrics
+                    .dropped
+                    .get_or_create(&ReasonLabels { reason })
+                    .inc();
+                return Step::Drop;
+            }
+            Err(Rejected::Answer(e)) => {
+                return Step::Reply(self.rejected(listener, e.reply, started));
+            }
+        };
+        // Exposure: only the clients we serve.
+        if !self.client_allowed(client.ip()) {
+            self.metrics.acl_refused.inc();
+            let reply = request::reply_with_rcode(&req, rcode::REFUSED, self.udp_size);
+            return Step::Reply(self.rejected(listener, reply, started));
+        }
+        // 2. Zone match.
+        let Some(zi) = self.table.find(&listener.view, &req.question.name) else {
+            let reply = request::reply_with_rcode(&req, rcode::REFUSED, self.udp_size);
+            return Step::Reply(self.rejected(listener, reply, started));
+        };
+        let zone = &self.zones[zi];
+        self.count_request(zone, listener, &req);
+        // 3. Policy chain.
+        let mut group = &zone.upstream;
+        if !zone.chain.is_empty() {
+            let name = wire::name_to_string(&req.question.name);
+            match zone
+                .chain
+                .decide(&self.policy_query(zone, listener, &req, &name))
+            {
+                Verdict::Allow => {}
+                Verdict::Route(target) => match self.upstreams.get(&target) {
+                    Some(g) => group = g,
+                    None => {
+                        return Step::Reply(
+                            self.unknown_route(zi, &req, &target, listener, started),
+                        );
+                    }
+                },
+                Verdict::Deny(kind) => {
+                    let reply = answer::denial(&req, kind, self.udp_size);
+                    return Step::Reply(self.finish(
+                        zi,
+                        &req,
+                        reply,
+                        Outcome::Policy,
+                        listener,
+                        started,
+                    ));
+                }
+                Verdict::Answer(records) => {
+                    let reply = answer::synthesize(&req, &records, self.udp_size);
+                    return Step::Reply(self.finish(
+                        zi,
+                        &req,
+                        reply,
+                        Outcome::Policy,
+                        listener,
+                        started,
+                    ));
+                }
+            }
+        }
+        // 4. Cache lookup.
+        let key = CacheKey {
+            group: group.name().clone(),
+            name: req.question.name.as_slice().into(),
+            qtype: req.question.qtype,
+            qclass: req.question.qclass,
+            do_bit: req.do_bit(),
+            cd: req.cd,
+        };
+        let now = Instant::now();
+        let zl = self.zone_labels(zone, listener);
+        self.metrics.cache_requests.get_or_create(&zl).inc();
+        let stale = match zone.cache.lookup(&key, now) {
+            Lookup::Fresh(hit) => {
+                self.count_hit(zone, listener, &hit);
+                let reply = request::finalize(hit.render(now), &req, self.udp_size);
+                return Step::Reply(self.finish(
+                    zi,
+                    &req,
+                    reply,
+                    Outcome::Cache,
+                    listener,
+                    started,
+                ));
+            }
+            Lookup::Stale { hit, refresh }
+                if zone.spec.cache.serve_stale == ServeStale::Immediate =>
+            {
+                self.metrics.cache_served_stale.get_or_create(&zl).inc();
+                if refresh {
+                    self.spawn_refresh(zi, group.clone(), key);
+                }
+                let reply = request::finalize(hit.render(now), &req, self.udp_size);
+                return Step::Reply(self.finish(
+                    zi,
+                    &req,
+                    reply,
+                    Outcome::Stale,
+                    listener,
+                    started,
+                ));
+            }
+            Lookup::Stale { hit, .. } => Some(hit),
+            Lookup::Miss => {
+                self.metrics.cache_misses.get_or_create(&zl).inc();
+                None
+            }
+        };
+        // 5. Forward (asynchronously).
+        Step::Forward(Box::new(Pending {
+            req,
+            zone: zi,
+            group: group.clone(),
+            key,
+            stale,
+            started,
+            server: listener.server.clone(),
+        }))
+    }
+
+    /// Steps 6–8: forward, cache store, egress.
+    pub async fn complete(self: Arc<Self>, p: Box<Pending>) -> Vec<u8> {
+        let zone = &self.zones[p.zone];
+        let listener = ListenerInfo {
+            view: zone.view.0.clone(),
+            server: p.server.clone(),
+        };
+        let result = match &p.stale {
+            // Verify: refresh first, in a task of its own so a slow answer still lands in
+            // the cache after we have answered stale.
+            Some(_) => {
+                let task = self
+                    .clone()
+                    .spawn_fetch(p.zone, p.group.clone(), p.key.clone());
+                match tokio::time::timeout(zone.spec.cache.verify_timeout, task).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) | Err(_) => Err(UpstreamError::Timeout),
+                }
+            }
+            None => self.fetch(p.zone, &p.group, &p.key).await,
+        };
+        let (reply, outcome) = match (result, p.stale) {
+            (Ok(bytes), _) => (
+                request::finalize(bytes, &p.req, self.udp_size),
+                Outcome::Forward,
+            ),
+            (Err(_), Some(hit)) => {
+                self.metrics
+                    .cache_served_stale
+                    .get_or_create(&self.zone_labels(zone, &listener))
+                    .inc();
+                let reply = request::finalize(hit.render(Instant::now()), &p.req, self.udp_size);
+                (reply, Outcome::Stale)
+            }
+            (Err(UpstreamError::Overloaded), None) => (
+                request::reply_with_rcode(&p.req, rcode::REFUSED, self.udp_size),
+                Outcome::Overloaded,
+            ),
+            (Err(e), None) => {
+                tracing::debug!(zone = %zone.label, error = %e, "upstream failed");
+                (
+                    request::reply_with_rcode(&p.req, rcode::SERVFAIL, self.udp_size),
+                    Outcome::UpstreamFailed,
+                )
+            }
+        };
+        self.finish(p.zone, &p.req, reply, outcome, &listener, p.started)
+    }
+
+    /// Asks the group and stores the answer; returns the bytes to answer with (TTLs as the
+    /// cache renders them when stored).
+    async fn fetch(
+        &self,
+        zi: usize,
+        group: &UpstreamGroup,
+        key: &CacheKey,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let q = UpstreamQuery {
+            name: &key.name,
+            qtype: key.qtype,
+            qclass: key.qclass,
+            do_bit: key.do_bit,
+            cd: key.cd,
+        };
+        let answer = group.forward(&q).await?;
+        let Ok(layout) = wire::layout(&answer.bytes) else {
+            return Err(UpstreamError::Failed("malformed answer records".into()));
+        };
+        let cache = &self.zones[zi].cache;
+        let now = Instant::now();
+        if cache
+            .store(key.clone(), &answer.bytes, &layout, now)
+            .is_ok()
+            && let Lookup::Fresh(hit) = cache.lookup(key, now)
+        {
+            return Ok(hit.render(now));
+        }
+        Ok(answer.bytes.to_vec())
+    }
+
+    fn spawn_fetch(
+        self: Arc<Self>,
+        zi: usize,
+        group: Arc<UpstreamGroup>,
+        key: CacheKey,
+    ) -> tokio::task::JoinHandle<Result<Vec<u8>, UpstreamError>> {
+        tokio::spawn(async move {
+            let r = self.fetch(zi, &group, &key).await;
+            if r.is_err() {
+                self.zones[zi].cache.refresh_failed(&key);
+                let z = &self.zones[zi];
+                let labels = ZoneLabels {
+                    server: Label::from(""),
+                    zone: z.label.clone(),
+                    view: z.view.clone(),
+                };
+                self.metrics
+                    .stale_refresh_failures
+                    .get_or_create(&labels)
+                    .inc();
+            }
+            r
+        })
+    }
+
+    fn spawn_refresh(self: &Arc<Self>, zi: usize, group: Arc<UpstreamGroup>, key: CacheKey) {
+        drop(self.clone().spawn_fetch(zi, group, key));
+    }
+
+    fn client_allowed(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow_clients.iter().any(|net| net_contains(net, ip))
+    }
+
+    fn policy_query<'a>(
+        &self,
+        zone: &'a Zone,
+        listener: &'a ListenerInfo,
+        req: &Request,
+        name: &'a str,
+    ) -> PolicyQuery<'a> {
+        PolicyQuery {
+            name,
+            qtype: req.question.qtype,
+            qclass: req.question.qclass,
+            client: req.client.ip().to_canonical(),
+            view: &listener.view,
+            zone: &zone.label.0,
+            transport: req.transport,
+        }
+    }
+
+    fn unknown_route(
+        &self,
+        zi: usize,
+        req: &Request,
+        target: &str,
+        listener: &ListenerInfo,
+        started: Instant,
+    ) -> Vec<u8> {
+        tracing::warn!(zone = %self.zones[zi].label, route = target, "policy routed to an unknown upstream group");
+        self.metrics
+            .policy_errors
+            .get_or_create(&crate::metrics::PolicyErrorLabels {
+                policy: Label::from("*"),
+                kind: "unknown_route",
+            })
+            .inc();
+        let reply = request::reply_with_rcode(req, rcode::SERVFAIL, self.udp_size);
+        self.finish(zi, req, reply, Outcome::Policy, listener, started)
+    }
+
+    fn zone_labels(&self, zone: &Zone, listener: &ListenerInfo) -> ZoneLabels {
+        ZoneLabels {
+            server: listener.server.clone(),
+            zone: zone.label.clone(),
+            view: zone.view.clone(),
+        }
+    }
+
+    fn count_hit(&self, zone: &Zone, listener: &ListenerInfo, hit: &Hit) {
+        let r#type = match hit.kind() {
+            crate::cache::EntryKind::Success => "success",
+            _ => "denial",
+        };
+        let labels = CacheTypeLabels {
+            server: listener.server.clone(),
+            zone: zone.label.clone(),
+            view: zone.view.clone(),
+            r#type,
+        };
+        self.metrics.cache_hits.get_or_create(&labels).inc();
+    }
+}
+
+/// `cluster.local.` → wire format.
+fn zone_wire_name(text: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(text.len() + 2);
+    for label in text.split('.').filter(|l| !l.is_empty()) {
+        v.push(label.len() as u8);
+        v.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+    }
+    v.push(0);
+    v
+}
+
+/// Whether `ip` is inside `net`.
+pub fn net_contains(net: &IpNet, ip: IpAddr) -> bool {
+    match (net.addr, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(net.prefix_len))
+                .unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(net.prefix_len))
+                .unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}

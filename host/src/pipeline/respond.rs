@@ -1,0 +1,218 @@
+//! The end of every path: one place that counts the response, logs it per the zone's
+//! `query_log`, and hands the bytes back to the listener.
+
+use std::time::Instant;
+
+use super::{ListenerInfo, Snapshot, Zone};
+use crate::config::QueryLog;
+use crate::metrics::{
+    DurationLabels, Label, RequestLabels, ResponseLabels, SizeLabels, ZoneLabels, qtype_label,
+    rcode_label,
+};
+use crate::policy::Transport;
+use crate::request::Request;
+use crate::wire::{self, Header};
+
+/// Which step produced the answer (the `plugin` label of `coredns_dns_responses_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Cache,
+    Stale,
+    Forward,
+    Policy,
+    Overloaded,
+    UpstreamFailed,
+    Rejected,
+}
+
+impl Outcome {
+    fn plugin(self) -> &'static str {
+        match self {
+            Outcome::Cache | Outcome::Stale => "cache",
+            Outcome::Forward | Outcome::Overloaded | Outcome::UpstreamFailed => "forward",
+            Outcome::Policy => "policy",
+            Outcome::Rejected => "",
+        }
+    }
+}
+
+fn proto(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "udp",
+        Transport::Tcp => "tcp",
+    }
+}
+
+impl Snapshot {
+    /// Counts a request that matched a zone.
+    pub(super) fn count_request(&self, zone: &Zone, listener: &ListenerInfo, req: &Request) {
+        let m = &self.metrics;
+        let family = if req.client.is_ipv4() { "1" } else { "2" };
+        m.requests
+            .get_or_create(&RequestLabels {
+                server: listener.server.clone(),
+                zone: zone.label.clone(),
+                view: zone.view.clone(),
+                proto: proto(req.transport),
+                family,
+                r#type: qtype_label(req.question.qtype),
+            })
+            .inc();
+        let size = match req.transport {
+            Transport::Tcp => 65535.0,
+            Transport::Udp => f64::from(req.edns.map_or(512, |e| e.udp_size)),
+        };
+        m.request_size
+            .get_or_create(&SizeLabels {
+                server: listener.server.clone(),
+                zone: zone.label.clone(),
+                view: zone.view.clone(),
+                proto: proto(req.transport),
+            })
+            .observe(size);
+        if req.do_bit() {
+            m.do_requests
+                .get_or_create(&ZoneLabels {
+                    server: listener.server.clone(),
+                    zone: zone.label.clone(),
+                    view: zone.view.clone(),
+                })
+                .inc();
+        }
+    }
+
+    /// Counts, logs and returns the reply to a query that matched zone `zi`.
+    pub(super) fn finish(
+        &self,
+        zi: usize,
+        req: &Request,
+        reply: Vec<u8>,
+        outcome: Outcome,
+        listener: &ListenerInfo,
+        started: Instant,
+    ) -> Vec<u8> {
+        let zone = &self.zones[zi];
+        let m = &self.metrics;
+        let code = Header::new(&reply).map_or(2, |h| h.rcode());
+        let elapsed = started.elapsed();
+        m.responses
+            .get_or_create(&ResponseLabels {
+                server: listener.server.clone(),
+                zone: zone.label.clone(),
+                view: zone.view.clone(),
+                rcode: rcode_label(code),
+                plugin: outcome.plugin(),
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&DurationLabels {
+                server: listener.server.clone(),
+                zone: zone.label.clone(),
+                view: zone.view.clone(),
+                r#type: qtype_label(req.question.qtype),
+            })
+            .observe(elapsed.as_secs_f64());
+        m.response_size
+            .get_or_create(&SizeLabels {
+                server: listener.server.clone(),
+                zone: zone.label.clone(),
+                view: zone.view.clone(),
+                proto: proto(req.transport),
+            })
+            .observe(reply.len() as f64);
+        let is_error = !matches!(code, 0 | 3);
+        if zone.spec.query_log == QueryLog::Log || is_error {
+            log_query(
+                req,
+                &reply,
+                code,
+                elapsed,
+                zone.spec.query_log == QueryLog::Log,
+                outcome,
+            );
+        }
+        reply
+    }
+
+    /// Counts a reply to a query that matched no zone (ingress errors, ACL, no zone).
+    pub(super) fn rejected(
+        &self,
+        listener: &ListenerInfo,
+        reply: Vec<u8>,
+        _started: Instant,
+    ) -> Vec<u8> {
+        let code = Header::new(&reply).map_or(2, |h| h.rcode());
+        self.metrics
+            .responses
+            .get_or_create(&ResponseLabels {
+                server: listener.server.clone(),
+                zone: Label::from("dropped"),
+                view: Label(listener.view.clone()),
+                rcode: rcode_label(code),
+                plugin: "",
+            })
+            .inc();
+        reply
+    }
+}
+
+/// One line in CoreDNS's log-plugin format:
+/// `{remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" {rcode} {>rflags} {rsize} {duration}`.
+fn log_query(
+    req: &Request,
+    reply: &[u8],
+    code: u8,
+    elapsed: std::time::Duration,
+    every: bool,
+    outcome: Outcome,
+) {
+    let name = wire::name_to_string(&req.question.name);
+    let flags = reply_flags(reply);
+    let line = format_args!(
+        "{} - {} \"{} IN {} {} {} {} {}\" {} {} {} {:.6}s",
+        req.client,
+        req.id,
+        qtype_name(req.question.qtype),
+        name,
+        proto(req.transport),
+        req.size,
+        req.do_bit(),
+        req.edns.map_or(512, |e| e.udp_size),
+        rcode_label(code),
+        flags,
+        reply.len(),
+        elapsed.as_secs_f64(),
+    );
+    if every {
+        tracing::info!(target: "zonegate::query", outcome = ?outcome, "{line}");
+    } else {
+        tracing::warn!(target: "zonegate::query", outcome = ?outcome, "{line}");
+    }
+}
+
+fn qtype_name(qtype: u16) -> String {
+    match qtype_label(qtype) {
+        "other" => format!("TYPE{qtype}"),
+        known => known.to_string(),
+    }
+}
+
+/// `qr,aa,tc,rd,ra` as CoreDNS prints response flags.
+fn reply_flags(reply: &[u8]) -> String {
+    let (Some(&b2), Some(&b3)) = (reply.get(2), reply.get(3)) else {
+        return String::new();
+    };
+    let names = [
+        (b2 & 0x80, "qr"),
+        (b2 & 0x04, "aa"),
+        (b2 & 0x02, "tc"),
+        (b2 & 0x01, "rd"),
+        (b3 & 0x80, "ra"),
+    ];
+    names
+        .iter()
+        .filter(|(bit, _)| *bit != 0)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join(",")
+}
