@@ -2,11 +2,15 @@
 //! sandboxed WebAssembly. See DESIGN.md for the path of a query; each module below owns one
 //! step of it.
 
+pub mod app;
 pub mod cache;
+pub mod cli;
 pub mod config;
+pub mod listener;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod reload;
 pub mod request;
 pub mod upstream;
 pub mod wire;

@@ -121,3 +121,9 @@ impl PolicyChain {
 /// The process's one WebAssembly engine. STUB.
 #[derive(Default)]
 pub struct PolicyEngine {}
+
+impl PolicyEngine {
+    pub fn new(_cache_dir: Option<std::path::PathBuf>) -> Result<Self, PolicyError> {
+        Ok(PolicyEngine {})
+    }
+}

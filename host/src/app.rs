@@ -1,0 +1,233 @@
+//! The process lifecycle in three phases: load and validate the configuration → bind every
+//! socket → serve until SIGTERM, then drain (stop reading, finish in-flight queries within
+//! `drain_timeout`, exit 0).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{self, AksOptions, Config, LoadEnv};
+use crate::listener::{self, Bound, Inflight, Shared};
+use crate::metrics::http::{self, Endpoints};
+use crate::metrics::{CacheTypeLabels, Label, Metrics};
+use crate::pipeline::Snapshot;
+use crate::policy::PolicyEngine;
+use crate::reload::Reloader;
+
+/// Where the configuration comes from (and is reloaded from).
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// The embedded default.
+    Default,
+    /// Native TOML.
+    File(PathBuf),
+    /// AKS LocalDNS `localdnsconfig.json`.
+    Aks { path: PathBuf, options: AksOptions },
+}
+
+impl ConfigSource {
+    /// Loads and validates the configuration.
+    pub fn load(&self) -> Result<Config, config::ConfigErrors> {
+        match self {
+            ConfigSource::Default => Ok(config::default_config()),
+            ConfigSource::File(p) => config::load(p),
+            ConfigSource::Aks { path, options } => {
+                config::load_aks(path, options, &LoadEnv::default())
+            }
+        }
+    }
+    /// The file to watch, if any.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            ConfigSource::Default => None,
+            ConfigSource::File(p) | ConfigSource::Aks { path: p, .. } => Some(p),
+        }
+    }
+}
+
+/// Options of `zonegate run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub source: ConfigSource,
+    /// Written (JSON, atomically) once every socket is bound: the real addresses.
+    pub ready_file: Option<PathBuf>,
+    /// Where compiled policies (and pulled OCI content) are cached.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Phase 1 happened in the caller (the config is valid); builds the runtime and runs.
+pub fn run(opts: RunOptions, config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.server.workers)
+        .thread_name("zonegate-worker")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(opts, config))
+}
+
+async fn serve(opts: RunOptions, config: Config) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let engine =
+        Arc::new(PolicyEngine::new(opts.cache_dir.clone()).context("starting the policy engine")?);
+    let snapshot = Snapshot::build(config, None, &engine, &metrics).context("loading policies")?;
+    let config = snapshot.config.clone();
+
+    // Phase 2: bind everything before serving anything.
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let b = listener::bind(l, config.server.workers)
+            .with_context(|| format!("binding {}", l.address))?;
+        bound.push(b);
+    }
+    let obs = &config.observability;
+    let (metrics_l, metrics_addr) = http::bind(obs.metrics)
+        .await
+        .with_context(|| format!("binding metrics {}", obs.metrics))?;
+    let (health_l, health_addr) = http::bind(obs.health)
+        .await
+        .with_context(|| format!("binding health {}", obs.health))?;
+    let (ready_l, ready_addr) = http::bind(obs.ready)
+        .await
+        .with_context(|| format!("binding ready {}", obs.ready))?;
+
+    // Phase 3: serve.
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(snapshot),
+        inflight: Inflight::default(),
+        shutdown: shutdown_rx,
+    });
+    let endpoints = Arc::new(Endpoints {
+        metrics: metrics.clone(),
+        ready: false.into(),
+        refresh: Box::new(refresh_gauges(shared.clone())),
+    });
+    let http_tasks = [
+        tokio::spawn(http::serve(metrics_l, endpoints.clone())),
+        tokio::spawn(http::serve(health_l, endpoints.clone())),
+        tokio::spawn(http::serve(ready_l, endpoints.clone())),
+    ];
+    let addresses: Vec<(String, SocketAddr)> = bound
+        .iter()
+        .map(|b| (b.info.view.to_string(), b.address))
+        .collect();
+    let listeners = spawn_listeners(bound, &shared)?;
+    for (view, addr) in &addresses {
+        tracing::info!(%addr, view, "listening (udp+tcp)");
+    }
+    if let Some(path) = &opts.ready_file {
+        write_ready_file(path, &addresses, metrics_addr, health_addr, ready_addr)?;
+    }
+    endpoints.ready.store(true, Ordering::Release);
+    tracing::info!(%metrics_addr, %health_addr, %ready_addr, "ready");
+
+    let reloader = Reloader::new(
+        opts.source.clone(),
+        shared.clone(),
+        engine.clone(),
+        metrics.clone(),
+    );
+    let reload_task = tokio::spawn(reloader.run());
+
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+    // Drain: not ready, stop reading, let in-flight queries finish (bounded).
+    endpoints.ready.store(false, Ordering::Release);
+    reload_task.abort();
+    for t in &listeners {
+        t.abort();
+    }
+    let _ = shutdown_tx.send(true);
+    let drain = shared.snapshot.load().config.server.drain_timeout;
+    if tokio::time::timeout(drain, shared.inflight.wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = shared.inflight.count(),
+            "drain timeout: abandoning in-flight queries"
+        );
+    }
+    for t in http_tasks {
+        t.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn spawn_listeners(bound: Vec<Bound>, shared: &Arc<Shared>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    for b in bound {
+        for s in b.udp {
+            let s = UdpSocket::from_std(s).context("registering a UDP socket")?;
+            tasks.push(tokio::spawn(listener::serve_udp(
+                s,
+                b.info.clone(),
+                shared.clone(),
+            )));
+        }
+        if let Some(l) = b.tcp {
+            let l = TcpListener::from_std(l).context("registering a TCP listener")?;
+            tasks.push(tokio::spawn(listener::serve_tcp(
+                l,
+                b.info.clone(),
+                shared.clone(),
+            )));
+        }
+    }
+    Ok(tasks)
+}
+
+/// Refreshes gauges that are read from live state (`coredns_cache_entries`) before a scrape.
+fn refresh_gauges(shared: Arc<Shared>) -> impl Fn() + Send + Sync {
+    move || {
+        let snap = shared.snapshot.load();
+        for zone in &snap.zones {
+            let (success, denial) = zone.cache.entry_counts();
+            for (kind, n) in [("success", success), ("denial", denial)] {
+                let labels = CacheTypeLabels {
+                    server: Label::from(""),
+                    zone: zone.label.clone(),
+                    view: zone.view.clone(),
+                    r#type: kind,
+                };
+                snap.metrics
+                    .cache_entries
+                    .get_or_create(&labels)
+                    .set(n as i64);
+            }
+        }
+    }
+}
+
+fn write_ready_file(
+    path: &std::path::Path,
+    listeners: &[(String, SocketAddr)],
+    metrics: SocketAddr,
+    health: SocketAddr,
+    ready: SocketAddr,
+) -> anyhow::Result<()> {
+    let doc = serde_json::json!({
+        "listeners": listeners.iter().map(|(view, a)| serde_json::json!({"view": view, "address": a.to_string()})).collect::<Vec<_>>(),
+        "metrics": metrics.to_string(),
+        "health": health.to_string(),
+        "ready": ready.to_string(),
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, doc.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Command line: `run`, `check`, `import-aks` (and `policy …`).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::app::{self, ConfigSource, RunOptions};
+use crate::config::{self, AksOptions};
+
+/// Exit status for a configuration that does not validate (EX_DATAERR… as CoreDNS-style
+/// tools use EX_USAGE, 64).
+pub const EXIT_INVALID: u8 = 64;
+
+/// zonegate: node-local DNS cache and forwarder with WebAssembly policies.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (RUST_LOG syntax), e.g. `info` or `zonegate=debug`.
+    #[arg(long, global = true, env = "ZONEGATE_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve DNS (the embedded default config when neither --config nor --aks-config is given:
+    /// 127.0.0.1:5353, forwarding to the nameservers of /etc/resolv.conf).
+    Run(RunArgs),
+    /// Validate a configuration: exit 0, or 64 with every error and its path.
+    Check {
+        file: PathBuf,
+        /// The file is an AKS LocalDNS localdnsconfig.json.
+        #[arg(long)]
+        aks: bool,
+        #[command(flatten)]
+        aks_opts: AksArgs,
+    },
+    /// Print the native TOML equivalent of an AKS LocalDNS localdnsconfig.json.
+    ImportAks {
+        file: PathBuf,
+        #[command(flatten)]
+        aks_opts: AksArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Native TOML configuration.
+    #[arg(long, short, conflicts_with = "aks_config")]
+    pub config: Option<PathBuf>,
+    /// AKS LocalDNS localdnsconfig.json.
+    #[arg(long)]
+    pub aks_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub aks_opts: AksArgs,
+    /// Once every socket is bound, write their real addresses here (JSON).
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+    /// Cache directory for compiled policies and pulled OCI content.
+    #[arg(long, env = "ZONEGATE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Addresses for the AKS importer.
+#[derive(Debug, Args)]
+pub struct AksArgs {
+    /// The kube-dns service ClusterIP (ClusterCoreDNS destination).
+    #[arg(long)]
+    pub cluster_dns: Option<IpAddr>,
+    /// The VNet DNS servers (VnetDNS destination); default: /etc/resolv.conf nameservers.
+    #[arg(long, value_delimiter = ',')]
+    pub vnet_dns: Vec<IpAddr>,
+}
+
+impl AksArgs {
+    fn options(&self) -> AksOptions {
+        AksOptions {
+            cluster_dns: self.cluster_dns,
+            vnet_dns: self.vnet_dns.clone(),
+            ..AksOptions::default()
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Check {
+            file,
+            aks,
+            aks_opts,
+        } => {
+            let source = if aks {
+                ConfigSource::Aks {
+                    path: file,
+                    options: aks_opts.options(),
+                }
+            } else {
+                ConfigSource::File(file)
+            };
+            match source.load() {
+                Ok(_) => {
+                    println!("ok");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => invalid(&e),
+            }
+        }
+        Command::ImportAks { file, aks_opts } => {
+            let source = ConfigSource::Aks {
+                path: file,
+                options: aks_opts.options(),
+            };
+            match source.load() {
+                Ok(c) => {
+                    print!("{}", config::to_toml(&c));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => invalid(&e),
+            }
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let source = match (args.config, args.aks_config) {
+        (Some(p), _) => ConfigSource::File(p),
+        (None, Some(p)) => ConfigSource::Aks {
+            path: p,
+            options: args.aks_opts.options(),
+        },
+        (None, None) => ConfigSource::Default,
+    };
+    let config = match source.load() {
+        Ok(c) => c,
+        Err(e) => return invalid(&e),
+    };
+    let opts = RunOptions {
+        source,
+        ready_file: args.ready_file,
+        cache_dir: args.cache_dir,
+    };
+    match app::run(opts, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("zonegate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn invalid(e: &config::ConfigErrors) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(EXIT_INVALID)
+}
