@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs every test of zonegate on a fresh machine: installs what the tests need (Debian
+# packages, the wasm32-wasip2 target), builds the policies to WebAssembly, then runs the
+# host's unit and integration tests, the end-to-end tests against the real binary, the
+# guest SDK's and policies' native tests, lints, and the deploy manifest validation.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+need=()
+for pair in named:bind9 dig:bind9-dnsutils docker-registry:docker-registry skopeo:skopeo ip:iproute2 iptables:iptables kubectl:kubernetes-client; do
+  cmd=${pair%%:*} pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/usr/bin/$cmd" ] || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Packaged daemons must not start on install: the tests start their own copies.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+step "rust targets"
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+step "policies → WebAssembly"
+export ZONEGATE_WASM_DIR="$root/target/wasm"
+bash scripts/build-policies.sh "$ZONEGATE_WASM_DIR"
+ls -l "$ZONEGATE_WASM_DIR"
+
+step "format"
+cargo fmt --all -- --check
+
+step "build the zonegate binary (used by the end-to-end tests)"
+cargo build -p zonegate --bins
+export ZONEGATE_BIN="$root/target/debug/zonegate"
+
+step "host and end-to-end tests"
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
+
+step "guest SDK and policies (native tests)"
+cargo test --manifest-path guest-sdk/Cargo.toml
+cargo test --manifest-path policies/Cargo.toml
+
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --manifest-path guest-sdk/Cargo.toml --all-targets -- -D warnings
+cargo clippy --manifest-path policies/Cargo.toml --all-targets -- -D warnings
+
+step "deploy manifests"
+bash deploy/validate.sh
+
+echo
+echo "all tests passed"
