@@ -1,6 +1,7 @@
 //! The process lifecycle in three phases: load and validate the configuration → bind every
 //! socket → serve until SIGTERM, then drain (stop reading, finish in-flight queries within
-//! `drain_timeout`, exit 0).
+//! `drain_timeout`, exit 0). [`start`] runs phases 2 and 3 and returns a handle, so the
+//! integration tests run the real server in-process.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use crate::metrics::http::{self, Endpoints};
 use crate::metrics::{CacheTypeLabels, Label, Metrics};
 use crate::pipeline::Snapshot;
 use crate::policy::PolicyEngine;
-use crate::reload::Reloader;
+use crate::reload::{ReloadError, Reloader};
 
 /// Where the configuration comes from (and is reloaded from).
 #[derive(Debug, Clone)]
@@ -39,9 +40,7 @@ impl ConfigSource {
         match self {
             ConfigSource::Default => Ok(config::default_config()),
             ConfigSource::File(p) => config::load(p),
-            ConfigSource::Aks { path, options } => {
-                config::load_aks(path, options, &LoadEnv::default())
-            }
+            ConfigSource::Aks { path, options } => config::load_aks(path, options, &LoadEnv::default()),
         }
     }
     /// The file to watch, if any.
@@ -63,7 +62,8 @@ pub struct RunOptions {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// Phase 1 happened in the caller (the config is valid); builds the runtime and runs.
+/// Phase 1 happened in the caller (the config is valid); builds the runtime and runs until
+/// SIGTERM or SIGINT.
 pub fn run(opts: RunOptions, config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.server.workers)
@@ -71,36 +71,57 @@ pub fn run(opts: RunOptions, config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(opts, config))
+    runtime.block_on(async {
+        let running = start(opts, config).await?;
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = int.recv() => tracing::info!("SIGINT: draining"),
+        }
+        running.drain().await;
+        Ok(())
+    })
 }
 
-async fn serve(opts: RunOptions, config: Config) -> anyhow::Result<()> {
+/// A serving zonegate.
+pub struct Running {
+    /// (view, address) of every listener, ports resolved.
+    pub listeners: Vec<(String, SocketAddr)>,
+    pub metrics_addr: SocketAddr,
+    pub health_addr: SocketAddr,
+    pub ready_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    pub metrics: Arc<Metrics>,
+    endpoints: Arc<Endpoints>,
+    reloader: Arc<Reloader>,
+    shutdown: watch::Sender<bool>,
+    listener_tasks: Vec<JoinHandle<()>>,
+    other_tasks: Vec<JoinHandle<()>>,
+}
+
+/// Phases 2 and 3: builds the first snapshot, binds everything, then serves.
+pub async fn start(opts: RunOptions, config: Config) -> anyhow::Result<Running> {
     let metrics = Metrics::new();
-    let engine =
-        Arc::new(PolicyEngine::new(opts.cache_dir.clone()).context("starting the policy engine")?);
+    let engine = Arc::new(PolicyEngine::new(opts.cache_dir.clone()).context("starting the policy engine")?);
     let snapshot = Snapshot::build(config, None, &engine, &metrics).context("loading policies")?;
     let config = snapshot.config.clone();
 
     // Phase 2: bind everything before serving anything.
     let mut bound = Vec::new();
     for l in &config.listeners {
-        let b = listener::bind(l, config.server.workers)
-            .with_context(|| format!("binding {}", l.address))?;
+        let b = listener::bind(l, config.server.workers).with_context(|| format!("binding {}", l.address))?;
         bound.push(b);
     }
     let obs = &config.observability;
-    let (metrics_l, metrics_addr) = http::bind(obs.metrics)
-        .await
-        .with_context(|| format!("binding metrics {}", obs.metrics))?;
-    let (health_l, health_addr) = http::bind(obs.health)
-        .await
-        .with_context(|| format!("binding health {}", obs.health))?;
-    let (ready_l, ready_addr) = http::bind(obs.ready)
-        .await
-        .with_context(|| format!("binding ready {}", obs.ready))?;
+    let (metrics_l, metrics_addr) =
+        http::bind(obs.metrics).await.with_context(|| format!("binding metrics {}", obs.metrics))?;
+    let (health_l, health_addr) =
+        http::bind(obs.health).await.with_context(|| format!("binding health {}", obs.health))?;
+    let (ready_l, ready_addr) = http::bind(obs.ready).await.with_context(|| format!("binding ready {}", obs.ready))?;
 
     // Phase 3: serve.
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (shutdown, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
         inflight: Inflight::default(),
@@ -111,61 +132,65 @@ async fn serve(opts: RunOptions, config: Config) -> anyhow::Result<()> {
         ready: false.into(),
         refresh: Box::new(refresh_gauges(shared.clone())),
     });
-    let http_tasks = [
+    let listeners: Vec<(String, SocketAddr)> = bound.iter().map(|b| (b.info.view.to_string(), b.address)).collect();
+    let listener_tasks = spawn_listeners(bound, &shared)?;
+    let reloader = Arc::new(Reloader::new(opts.source.clone(), shared.clone(), engine, metrics.clone()));
+    let other_tasks = vec![
         tokio::spawn(http::serve(metrics_l, endpoints.clone())),
         tokio::spawn(http::serve(health_l, endpoints.clone())),
         tokio::spawn(http::serve(ready_l, endpoints.clone())),
+        tokio::spawn(reloader.clone().run()),
     ];
-    let addresses: Vec<(String, SocketAddr)> = bound
-        .iter()
-        .map(|b| (b.info.view.to_string(), b.address))
-        .collect();
-    let listeners = spawn_listeners(bound, &shared)?;
-    for (view, addr) in &addresses {
+    for (view, addr) in &listeners {
         tracing::info!(%addr, view, "listening (udp+tcp)");
     }
     if let Some(path) = &opts.ready_file {
-        write_ready_file(path, &addresses, metrics_addr, health_addr, ready_addr)?;
+        write_ready_file(path, &listeners, metrics_addr, health_addr, ready_addr)?;
     }
     endpoints.ready.store(true, Ordering::Release);
     tracing::info!(%metrics_addr, %health_addr, %ready_addr, "ready");
+    Ok(Running {
+        listeners,
+        metrics_addr,
+        health_addr,
+        ready_addr,
+        shared,
+        metrics,
+        endpoints,
+        reloader,
+        shutdown,
+        listener_tasks,
+        other_tasks,
+    })
+}
 
-    let reloader = Reloader::new(
-        opts.source.clone(),
-        shared.clone(),
-        engine.clone(),
-        metrics.clone(),
-    );
-    let reload_task = tokio::spawn(reloader.run());
+impl Running {
+    /// The first listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listeners[0].1
+    }
 
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    /// Reloads now, as SIGHUP does.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        self.reloader.reload("request").await
     }
-    // Drain: not ready, stop reading, let in-flight queries finish (bounded).
-    endpoints.ready.store(false, Ordering::Release);
-    reload_task.abort();
-    for t in &listeners {
-        t.abort();
+
+    /// Stops reading, lets in-flight queries finish (bounded by `drain_timeout`), stops.
+    pub async fn drain(self) {
+        self.endpoints.ready.store(false, Ordering::Release);
+        for t in &self.listener_tasks {
+            t.abort();
+        }
+        let _ = self.shutdown.send(true);
+        let drain = self.shared.snapshot.load().config.server.drain_timeout;
+        if tokio::time::timeout(drain, self.shared.inflight.wait_idle()).await.is_err() {
+            tracing::warn!(left = self.shared.inflight.count(), "drain timeout: abandoning in-flight queries");
+        }
+        for t in &self.other_tasks {
+            t.abort();
+        }
+        tracing::info!("stopped");
     }
-    let _ = shutdown_tx.send(true);
-    let drain = shared.snapshot.load().config.server.drain_timeout;
-    if tokio::time::timeout(drain, shared.inflight.wait_idle())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            left = shared.inflight.count(),
-            "drain timeout: abandoning in-flight queries"
-        );
-    }
-    for t in http_tasks {
-        t.abort();
-    }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 fn spawn_listeners(bound: Vec<Bound>, shared: &Arc<Shared>) -> anyhow::Result<Vec<JoinHandle<()>>> {
@@ -173,19 +198,11 @@ fn spawn_listeners(bound: Vec<Bound>, shared: &Arc<Shared>) -> anyhow::Result<Ve
     for b in bound {
         for s in b.udp {
             let s = UdpSocket::from_std(s).context("registering a UDP socket")?;
-            tasks.push(tokio::spawn(listener::serve_udp(
-                s,
-                b.info.clone(),
-                shared.clone(),
-            )));
+            tasks.push(tokio::spawn(listener::serve_udp(s, b.info.clone(), shared.clone())));
         }
         if let Some(l) = b.tcp {
             let l = TcpListener::from_std(l).context("registering a TCP listener")?;
-            tasks.push(tokio::spawn(listener::serve_tcp(
-                l,
-                b.info.clone(),
-                shared.clone(),
-            )));
+            tasks.push(tokio::spawn(listener::serve_tcp(l, b.info.clone(), shared.clone())));
         }
     }
     Ok(tasks)
@@ -204,10 +221,7 @@ fn refresh_gauges(shared: Arc<Shared>) -> impl Fn() + Send + Sync {
                     view: zone.view.clone(),
                     r#type: kind,
                 };
-                snap.metrics
-                    .cache_entries
-                    .get_or_create(&labels)
-                    .set(n as i64);
+                snap.metrics.cache_entries.get_or_create(&labels).set(n as i64);
             }
         }
     }
@@ -220,8 +234,12 @@ fn write_ready_file(
     health: SocketAddr,
     ready: SocketAddr,
 ) -> anyhow::Result<()> {
+    let listeners: Vec<_> = listeners
+        .iter()
+        .map(|(view, a)| serde_json::json!({"view": view, "address": a.to_string()}))
+        .collect();
     let doc = serde_json::json!({
-        "listeners": listeners.iter().map(|(view, a)| serde_json::json!({"view": view, "address": a.to_string()})).collect::<Vec<_>>(),
+        "listeners": listeners,
         "metrics": metrics.to_string(),
         "health": health.to_string(),
         "ready": ready.to_string(),

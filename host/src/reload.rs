@@ -39,7 +39,9 @@ pub struct Reloader {
     shared: Arc<Shared>,
     engine: Arc<PolicyEngine>,
     metrics: Arc<Metrics>,
-    last: Fingerprint,
+    last: std::sync::Mutex<Fingerprint>,
+    /// One reload at a time (a SIGHUP during a file-change reload waits).
+    busy: tokio::sync::Mutex<()>,
 }
 
 /// What identifies the current content of every watched file: (path, size, mtime, inode)
@@ -53,18 +55,19 @@ impl Reloader {
         engine: Arc<PolicyEngine>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let last = fingerprint(&source, &shared.snapshot.load().config);
+        let last = fingerprint(&source, &shared.snapshot.load().config).into();
         Reloader {
             source,
             shared,
             engine,
             metrics,
             last,
+            busy: Default::default(),
         }
     }
 
     /// Runs until aborted: SIGHUP forces a reload; a changed fingerprint triggers one.
-    pub async fn run(mut self) {
+    pub async fn run(self: Arc<Self>) {
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -75,43 +78,57 @@ impl Reloader {
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             let forced = tokio::select! {
                 _ = tick.tick() => false,
-                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+                Some(()) = hangup => true,
             };
-            let current = fingerprint(&self.source, &self.shared.snapshot.load().config);
-            if !forced && current == self.last {
-                continue;
+            if forced || self.changed() {
+                let why = if forced { "SIGHUP" } else { "file change" };
+                let _ = self.reload(why).await;
             }
-            // Remember what we tried, so a broken file is reported once, not every tick.
-            self.last = current;
-            self.reload(if forced { "SIGHUP" } else { "file change" })
-                .await;
         }
     }
 
+    /// Whether a watched file changed since the last look.
+    fn changed(&self) -> bool {
+        let current = fingerprint(&self.source, &self.shared.snapshot.load().config);
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) != current
+    }
+
     /// Loads, builds and swaps; on error keeps the running snapshot.
-    pub async fn reload(&self, why: &str) {
-        match self.try_reload().await {
+    pub async fn reload(&self, why: &str) -> Result<(), ReloadError> {
+        let _one_at_a_time = self.busy.lock().await;
+        // What is seen now is what the next change is measured against, even if this
+        // reload fails: a broken file is reported once, not on every tick.
+        let seen = fingerprint(&self.source, &self.shared.snapshot.load().config);
+        let result = self.try_reload().await;
+        match &result {
             Ok(()) => {
-                self.metrics
-                    .reloads
-                    .get_or_create(&ResultLabels { result: "success" })
-                    .inc();
+                let labels = ResultLabels { result: "success" };
+                self.metrics.reloads.get_or_create(&labels).inc();
                 tracing::info!(trigger = why, "configuration reloaded");
             }
             Err(e) => {
-                self.metrics
-                    .reloads
-                    .get_or_create(&ResultLabels { result: "failure" })
-                    .inc();
+                let labels = ResultLabels { result: "failure" };
+                self.metrics.reloads.get_or_create(&labels).inc();
                 self.metrics.reload_failed.inc();
-                tracing::error!(
-                    trigger = why,
-                    "reload rejected, previous configuration keeps serving: {e}"
-                );
+                tracing::error!(trigger = why, "reload rejected, previous configuration keeps serving: {e}");
             }
         }
+        // A successful reload may watch new policy files: measure against the new config.
+        let seen = if result.is_ok() {
+            fingerprint(&self.source, &self.shared.snapshot.load().config)
+        } else {
+            seen
+        };
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = seen;
+        result
     }
 
     async fn try_reload(&self) -> Result<(), ReloadError> {
