@@ -181,6 +181,11 @@ impl Running {
         for t in &self.listener_tasks {
             t.abort();
         }
+        // An aborted task drops its socket when it is next polled: wait for that, so the
+        // kernel sends new packets to whoever else listens on the address (SO_REUSEPORT).
+        for t in self.listener_tasks {
+            let _ = t.await;
+        }
         let _ = self.shutdown.send(true);
         let drain = self.shared.snapshot.load().config.server.drain_timeout;
         if tokio::time::timeout(drain, self.shared.inflight.wait_idle()).await.is_err() {
