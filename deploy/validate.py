@@ -15,6 +15,8 @@
 4. Run `zonegate check` on every zonegate config inside the rendered ConfigMaps
    ($ZONEGATE_BIN, default target/debug/zonegate); the AKS localdnsconfig.json goes through
    `zonegate import-aks` first. A missing binary or subcommand fails: nothing is skipped.
+   With $ZONEGATE_WASM_DIR (where scripts/build-policies.sh put the policies), the image's
+   policy paths point there for the check, and the three policies the image ships must be there.
 5. The Grafana dashboard queries only metrics zonegate exports, and all of them.
 6. The Dockerfile passes hadolint (when $HADOLINT names it).
 """
@@ -304,8 +306,14 @@ class Zonegate:
         self.bin = Path(os.environ.get("ZONEGATE_BIN", "target/debug/zonegate"))
         if not self.bin.is_absolute():
             self.bin = REPO / self.bin
-        self.policy_dir = os.environ.get("ZONEGATE_POLICY_DIR")
+        self.policy_dir = os.environ.get("ZONEGATE_WASM_DIR")
         self.tmp = tmp
+
+    def missing_policies(self) -> list[str]:
+        """The policies the image ships must be what scripts/build-policies.sh builds."""
+        d = Path(self.policy_dir)
+        return [f"{d / n} does not exist (deploy/Dockerfile ships it)" for n in sorted(IMAGE_POLICIES)
+                if not (d / n).is_file()]
 
     def missing(self) -> str:
         if not (self.bin.is_file() and os.access(self.bin, os.X_OK)):
@@ -376,117 +384,135 @@ def check_dashboard() -> list[str]:
 
 # ---------------------------------------------------------------- main
 
-def main() -> int:
-    r = Results()
-    tmp = Path(tempfile.mkdtemp(prefix="zonegate-deploy-"))
-    zg = Zonegate(tmp)
-    print(f"Kubernetes schemas: kubernetes-validate {kv.__version__}, versions {', '.join(KUBE_VERSIONS)}")
-
+def render_all(r: Results, tmp: Path) -> dict[str, list[dict]]:
     rendered: dict[str, list[dict]] = {}
-    for name, d in targets().items():
+    jobs = [(name, lambda d=d: render(d)) for name, d in targets().items()]
+    podmonitor = KUSTOMIZE / "components" / "podmonitor"
+    jobs += [(f"{name}+podmonitor", lambda d=d: render_with_component(d, podmonitor, tmp))
+             for name, d in targets().items() if name.startswith("overlays/") and name.count("/") == 1]
+    for name, job in jobs:
         try:
-            rendered[name] = render(d)
+            rendered[name] = job()
             r.record(f"render  {name}", [])
         except RuntimeError as e:
             r.record(f"render  {name}", [str(e)])
-    podmonitor = KUSTOMIZE / "components" / "podmonitor"
-    for name in [n for n in rendered if n.startswith("overlays/") and n.count("/") == 1]:
-        label = f"{name}+podmonitor"
+    return rendered
+
+
+class ConfigChecks:
+    """The config each DaemonSet mounts: readable, in step with its manifest, accepted by zonegate.
+    zonegate runs once per distinct input (the +podmonitor renders repeat the overlays')."""
+
+    def __init__(self, r: Results, zg: Zonegate) -> None:
+        self.r, self.zg = r, zg
+        self.configs: dict[str, dict] = {}  # target -> parsed native config
+        self.checked: dict[str, list[str]] = {}
+        self.imported: dict[tuple, tuple[str | None, list[str]]] = {}
+
+    def run(self, name: str, objs: list[dict], ds: dict) -> None:
+        template = ds["spec"]["template"]
+        args = zonegate_container(template["spec"]).get("args", [])
+        arg = config_arg(zonegate_container(template["spec"]))
+        if not arg:
+            self.r.record(f"config  {name}", ["zonegate runs with neither --config nor --aks-config"])
+            return
+        flag, path = arg
+        text, why = mounted_file(objs, template["spec"], path)
+        if text is not None and flag == "--aks-config":
+            text, why = self.import_aks(name, text, args)
+        if text is None:
+            if why:
+                self.r.record(f"config  {name}: {path}", [why])
+            return
         try:
-            rendered[label] = render_with_component(KUSTOMIZE / name, podmonitor, tmp)
-            r.record(f"render  {label}", [])
-        except RuntimeError as e:
-            r.record(f"render  {label}", [str(e)])
+            cfg = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            self.r.record(f"config  {name}: {path}", [f"not TOML: {e}"])
+            return
+        self.configs[name] = cfg
+        self.r.record(f"config  {name}: {path} agrees with the manifest",
+                      check_native_config(cfg, objs, template))
+        if text not in self.checked:
+            self.checked[text] = [self.zg.missing()] if self.zg.missing() else self.zg.check(name, text)
+            self.r.record(f"zonegate check {name}: {path}", self.checked[text])
 
-    base_ds = find(rendered.get("base", []), "DaemonSet", "zonegate")
-    pod_labels = base_ds[0]["spec"]["template"]["metadata"]["labels"] if base_ds else {"k8s-app": "zonegate"}
-    configs: dict[str, dict] = {}  # target -> parsed native config, for VARIANTS
-    # zonegate runs once per distinct input (the +podmonitor renders repeat the overlays').
-    checked: dict[str, list[str]] = {}
-    imported: dict[tuple, tuple[str | None, list[str]]] = {}
-    for name, objs in rendered.items():
-        problems, skipped = check_schemas(objs)
-        r.record(f"schema  {name}", problems,
-                 f"{len(objs) - len(skipped)} validated" + (f"; skipped, no schema: {', '.join(skipped)}" if skipped else ""))
-        if p := check_cilium(objs, pod_labels):
-            r.record(f"cilium  {name}", p)
-        for ds in find(objs, "DaemonSet", "zonegate"):
-            r.record(f"daemonset {name}", check_daemonset(ds))
-            if name == "base":
-                continue  # each overlay supplies the config
-            template = ds["spec"]["template"]
-            pod = template["spec"]
-            arg = config_arg(zonegate_container(pod))
-            if not arg:
-                r.record(f"config  {name}", ["zonegate runs with neither --config nor --aks-config"])
-                continue
-            flag, path = arg
-            text, why = mounted_file(objs, pod, path)
-            if text is None:
-                r.record(f"config  {name}", [why])
-                continue
-            if flag == "--aks-config":
-                try:
-                    json.loads(text)
-                except ValueError as e:
-                    r.record(f"config  {name}: {path}", [f"not JSON: {e}"])
-                    continue
-                key = (text, tuple(zonegate_container(pod)["args"]))
-                if key not in imported:
-                    if missing := zg.missing():
-                        imported[key] = (None, [missing])
-                    else:
-                        imported[key] = zg.import_aks(name, text, zonegate_container(pod)["args"])
-                    r.record(f"zonegate import-aks {name}", imported[key][1])
-                text = imported[key][0]
-                if text is None:
-                    continue
-            try:
-                cfg = tomllib.loads(text)
-            except tomllib.TOMLDecodeError as e:
-                r.record(f"config  {name}: {path}", [f"not TOML: {e}"])
-                continue
-            configs[name] = cfg
-            r.record(f"config  {name}: {path} agrees with the manifest", check_native_config(cfg, objs, template))
-            if text not in checked:
-                checked[text] = [zg.missing()] if zg.missing() else zg.check(name, text)
-                r.record(f"zonegate check {name}: {path}", checked[text])
+    def import_aks(self, name: str, text: str, args: list[str]) -> tuple[str | None, str]:
+        """The native TOML for an AKS localdnsconfig.json; a failure is recorded here."""
+        try:
+            json.loads(text)
+        except ValueError as e:
+            return None, f"not JSON: {e}"
+        key = (text, tuple(args))
+        if key not in self.imported:
+            missing = self.zg.missing()
+            self.imported[key] = (None, [missing]) if missing else self.zg.import_aks(name, text, args)
+            self.r.record(f"zonegate import-aks {name}", self.imported[key][1])
+        return self.imported[key][0], ""
 
-    for variant, original in VARIANTS.items():
-        if variant in configs and original in configs:
-            def strip(cfg):
-                c = json.loads(json.dumps(cfg))
-                for pol in c.get("policies", {}).values():
-                    pol.pop("source", None)
-                return c
-            same = strip(configs[variant]) == strip(configs[original])
-            r.record(f"variant {variant} = {original} but for policy sources",
-                     [] if same else ["the configs differ in more than policies.*.source"])
+    def variants(self) -> None:
+        def without_sources(cfg: dict) -> dict:
+            c = json.loads(json.dumps(cfg))
+            for pol in c.get("policies", {}).values():
+                pol.pop("source", None)
+            return c
 
-    r.record(f"dashboard {DASHBOARD.relative_to(REPO)}", check_dashboard())
+        for variant, original in VARIANTS.items():
+            if variant in self.configs and original in self.configs:
+                same = without_sources(self.configs[variant]) == without_sources(self.configs[original])
+                self.r.record(f"variant {variant} = {original} but for policy sources",
+                              [] if same else ["the configs differ in more than policies.*.source"])
 
-    # The README's way to ship your own policies: binaryData, and the name the DaemonSet mounts.
+
+def check_policies_configmap(base_ds: dict | None, tmp: Path) -> list[str]:
+    """The README's way to ship your own policies: binaryData, under the name the DaemonSet mounts."""
     wasm = tmp / "policies"
     wasm.mkdir()
     (wasm / "my_policy.wasm").write_bytes(b"\0asm\x0d\x00\x01\x00\xff\xfe")
     out = subprocess.run(["kubectl", "create", "configmap", "zonegate-policies", "-n", "kube-system",
                           f"--from-file={wasm}", "--dry-run=client", "-o", "yaml"],
                          capture_output=True, text=True)
-    p = [out.stderr.strip()] if out.returncode else []
-    if not p:
-        cm = yaml.safe_load(out.stdout)
-        vols = [v["configMap"]["name"] for v in (base_ds[0]["spec"]["template"]["spec"]["volumes"] if base_ds else [])
-                if "configMap" in v]
-        if "my_policy.wasm" not in cm.get("binaryData", {}):
-            p.append("the policy is not in binaryData")
-        if cm["metadata"]["name"] not in vols:
-            p.append(f"the DaemonSet mounts no ConfigMap named {cm['metadata']['name']}")
-        p += check_schemas([cm])[0]
-    r.record("policies ConfigMap from `kubectl create configmap --from-file`", p)
+    if out.returncode:
+        return [out.stderr.strip()]
+    cm = yaml.safe_load(out.stdout)
+    volumes = base_ds["spec"]["template"]["spec"]["volumes"] if base_ds else []
+    p = check_schemas([cm])[0]
+    if "my_policy.wasm" not in cm.get("binaryData", {}):
+        p.append("the policy is not in binaryData")
+    if cm["metadata"]["name"] not in [v["configMap"]["name"] for v in volumes if "configMap" in v]:
+        p.append(f"the DaemonSet mounts no ConfigMap named {cm['metadata']['name']}")
+    return p
 
-    if hadolint := os.environ.get("HADOLINT"):
-        out = subprocess.run([hadolint, str(DEPLOY / "Dockerfile")], capture_output=True, text=True)
-        r.record("hadolint deploy/Dockerfile", (out.stdout + out.stderr).strip().splitlines() if out.returncode else [])
+
+def main() -> int:
+    r = Results()
+    print(f"Kubernetes schemas: kubernetes-validate {kv.__version__}, versions {', '.join(KUBE_VERSIONS)}")
+    with tempfile.TemporaryDirectory(prefix="zonegate-deploy-") as t:
+        tmp = Path(t)
+        zg = Zonegate(tmp)
+        rendered = render_all(r, tmp)
+        base_ds = next(iter(find(rendered.get("base", []), "DaemonSet", "zonegate")), None)
+        pod_labels = base_ds["spec"]["template"]["metadata"]["labels"] if base_ds else {"k8s-app": "zonegate"}
+        configs = ConfigChecks(r, zg)
+        for name, objs in rendered.items():
+            problems, skipped = check_schemas(objs)
+            r.record(f"schema  {name}", problems, f"{len(objs) - len(skipped)} validated"
+                     + (f"; skipped, no schema: {', '.join(skipped)}" if skipped else ""))
+            if p := check_cilium(objs, pod_labels):
+                r.record(f"cilium  {name}", p)
+            for ds in find(objs, "DaemonSet", "zonegate"):
+                r.record(f"daemonset {name}", check_daemonset(ds))
+                if name != "base":  # the base leaves the config to the overlays
+                    configs.run(name, objs, ds)
+        configs.variants()
+        r.record(f"dashboard {DASHBOARD.relative_to(REPO)}", check_dashboard())
+        if zg.policy_dir:
+            r.record(f"image policies built in {zg.policy_dir}", zg.missing_policies())
+        r.record("policies ConfigMap from `kubectl create configmap --from-file`",
+                 check_policies_configmap(base_ds, tmp))
+        if hadolint := os.environ.get("HADOLINT"):
+            out = subprocess.run([hadolint, str(DEPLOY / "Dockerfile")], capture_output=True, text=True)
+            r.record("hadolint deploy/Dockerfile",
+                     (out.stdout + out.stderr).strip().splitlines() if out.returncode else [])
 
     print(f"\nvalidate: {r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0

@@ -15,9 +15,9 @@
 #
 # Environment:
 #   ZONEGATE_BIN          the zonegate binary (relative paths are from the repository root)
-#   ZONEGATE_POLICY_DIR   where the image's policies are here (e.g. the directory given to
-#                         scripts/build-policies.sh), if `zonegate check` loads policy files:
-#                         file:/usr/share/zonegate/policies/ is rewritten to it for the check
+#   ZONEGATE_WASM_DIR     the directory scripts/build-policies.sh built the policies into: the
+#                         image's file:/usr/share/zonegate/policies/ is rewritten to it for
+#                         `zonegate check`, and the policies the image ships must be in it
 #   KUBE_VERSIONS         Kubernetes versions to validate against (default "1.30 <newest>")
 # Exit status: 0 when every check passed.
 set -euo pipefail
