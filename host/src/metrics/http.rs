@@ -77,9 +77,17 @@ async fn respond(
     Ok(resp)
 }
 
-/// Binds an endpoint address (port 0 allowed), returning the listener and its real address.
+/// Binds an endpoint address (port 0 allowed) with `SO_REUSEPORT`, so during a rolling update
+/// in host-network mode the new pod binds the same ports while the old one drains.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let l = TcpListener::bind(addr).await?;
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&SockAddr::from(addr))?;
+    s.listen(128)?;
+    let l = TcpListener::from_std(s.into())?;
     let a = l.local_addr()?;
     Ok((l, a))
 }
