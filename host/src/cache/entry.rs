@@ -9,10 +9,12 @@ use super::EntryKind;
 /// A stored response. Shared (`Arc`) between the moka map and any `Hit`s being rendered.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    /// The upstream response as received (TTLs are rewritten on render).
-    bytes: Box<[u8]>,
-    /// Offsets of the 32-bit TTL fields (every record except OPT).
-    ttl_offsets: Box<[u32]>,
+    /// The upstream response as received (TTLs are rewritten on render), followed by the
+    /// offsets of its 32-bit TTL fields (every record except OPT) as big-endian u16s: one
+    /// allocation instead of two, which matters at 100,000 entries.
+    data: Box<[u8]>,
+    /// Length of the response within `data`.
+    msg_len: u32,
     stored_at: Instant,
     /// Entry TTL, seconds.
     ttl: u32,
@@ -22,7 +24,8 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// Copies `response`. Offsets outside the buffer are dropped rather than trusted.
+    /// Copies `response` and its TTL offsets. Offsets outside the buffer are dropped rather
+    /// than trusted (a message is at most 65,535 bytes, so valid offsets fit a u16).
     pub(crate) fn new(
         response: &[u8],
         offsets: &[usize],
@@ -30,14 +33,17 @@ impl Entry {
         kind: EntryKind,
         now: Instant,
     ) -> Self {
-        let ttl_offsets = offsets
-            .iter()
-            .filter(|&&off| off.checked_add(4).is_some_and(|end| end <= response.len()))
-            .filter_map(|&off| u32::try_from(off).ok())
-            .collect();
+        let mut data = Vec::with_capacity(response.len() + 2 * offsets.len());
+        data.extend_from_slice(response);
+        for &off in offsets {
+            let in_bounds = off.checked_add(4).is_some_and(|end| end <= response.len());
+            if let (true, Ok(off)) = (in_bounds, u16::try_from(off)) {
+                data.extend_from_slice(&off.to_be_bytes());
+            }
+        }
         Entry {
-            bytes: response.into(),
-            ttl_offsets,
+            data: data.into_boxed_slice(),
+            msg_len: u32::try_from(response.len()).unwrap_or(u32::MAX),
             stored_at: now,
             ttl,
             kind,
@@ -66,11 +72,13 @@ impl Entry {
         let ttl = stale_ttl
             .unwrap_or(self.ttl.saturating_sub(age))
             .to_be_bytes();
+        let (msg, offsets) = self.data.split_at(self.msg_len as usize);
         let start = out.len();
-        out.extend_from_slice(&self.bytes);
+        out.extend_from_slice(msg);
         let msg = &mut out[start..];
-        for &off in &*self.ttl_offsets {
-            if let Some(field) = msg.get_mut(off as usize..off as usize + 4) {
+        for off in offsets.chunks_exact(2) {
+            let off = usize::from(u16::from_be_bytes([off[0], off[1]]));
+            if let Some(field) = msg.get_mut(off..off + 4) {
                 field.copy_from_slice(&ttl);
             }
         }
