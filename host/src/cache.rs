@@ -1,15 +1,37 @@
 //! Response cache (query path step 5 and 7): wire-format answers keyed by
 //! (upstream group, name, qtype, qclass, DO, CD), TTLs aged on read, negative caching,
-//! serve-stale. STUB: API contract only.
+//! serve-stale (RFC 8767).
+//!
+//! Entries are the upstream's wire bytes plus their TTL offsets, so a hit is one moka `get`,
+//! one copy and a few 32-bit writes — never a message decode. The clock is passed in (`now`)
+//! so freshness, aging and stale windows are testable without sleeping; moka's own expiry
+//! (TTL + stale window, real time) only reclaims memory.
 
+mod admit;
+mod entry;
+#[cfg(test)]
+mod tests;
+
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::config::CacheSettings;
+use moka::Expiry;
+use moka::notification::RemovalCause;
+use prometheus_client::metrics::counter::Counter;
+
+use crate::config::{CacheSettings, ServeStale};
 use crate::wire::Layout;
 
+use entry::Entry;
+
+/// A stale entry whose refresh never reported back (`store` or `refresh_failed`) may be
+/// claimed again after max(2 × verify_timeout, this).
+pub const MIN_REFRESH_REARM: Duration = Duration::from_secs(5);
+
 /// The cache key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {
     pub group: Arc<str>,
     /// Lowercased, uncompressed wire-format name.
@@ -20,7 +42,23 @@ pub struct CacheKey {
     pub cd: bool,
 }
 
-/// `success` or `denial` (CoreDNS cache metric label).
+/// Hashed with three hasher writes instead of the derive's eight: the key is hashed on every
+/// lookup. Unambiguous because the wire name is self-delimiting (it ends at its root label)
+/// and the group comes last.
+impl Hash for CacheKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(&self.name);
+        let packed = u64::from(self.qtype)
+            | (u64::from(self.qclass) << 16)
+            | (u64::from(self.do_bit) << 32)
+            | (u64::from(self.cd) << 33);
+        state.write_u64(packed);
+        state.write(self.group.as_bytes());
+    }
+}
+
+/// What an entry holds. The CoreDNS `type` label is `success` for `Success` and `denial`
+/// for `Denial` and `ServFail` (CoreDNS keeps SERVFAIL in its denial cache).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
     Success,
@@ -28,18 +66,49 @@ pub enum EntryKind {
     ServFail,
 }
 
+impl EntryKind {
+    /// The CoreDNS cache metric `type` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            EntryKind::Success => "success",
+            EntryKind::Denial | EntryKind::ServFail => "denial",
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            EntryKind::Success => 0,
+            EntryKind::Denial | EntryKind::ServFail => 1,
+        }
+    }
+}
+
 /// A cached answer.
 #[derive(Debug, Clone)]
-pub struct Hit {}
+pub struct Hit {
+    entry: Arc<Entry>,
+    /// Some(stale TTL) when served past expiry.
+    stale_ttl: Option<u32>,
+}
 
 impl Hit {
     pub fn kind(&self) -> EntryKind {
-        EntryKind::Success
+        self.entry.kind()
     }
     /// The response bytes with TTLs aged to `now` (or set to the stale TTL when stale).
     /// The ID and question case are the caller's to patch.
-    pub fn render(&self, _now: Instant) -> Vec<u8> {
-        Vec::new()
+    pub fn render(&self, now: Instant) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.render_into(now, &mut out);
+        out
+    }
+    /// As [`Hit::render`], appending to a caller-owned buffer.
+    pub fn render_into(&self, now: Instant, out: &mut Vec<u8>) {
+        self.entry.render_into(now, self.stale_ttl, out);
+    }
+    /// Whether this hit is past its TTL (served under serve-stale).
+    pub fn is_stale(&self) -> bool {
+        self.stale_ttl.is_some()
     }
 }
 
@@ -48,7 +117,8 @@ impl Hit {
 pub enum Lookup {
     Fresh(Hit),
     /// Expired but within `stale_for`; `refresh` is true for exactly one caller per entry
-    /// until the refresh completes (`store`) or fails (`refresh_failed`).
+    /// until the refresh completes (`store`) or fails (`refresh_failed`), or until the
+    /// claim is older than the re-arm bound (see [`MIN_REFRESH_REARM`]).
     Stale {
         hit: Hit,
         refresh: bool,
@@ -63,39 +133,216 @@ pub enum NotStored {
     Truncated,
     ServFail,
     NegativeWithoutSoa,
+    /// Any other RCODE (REFUSED, FORMERR, NOTIMP, extended codes…); 255 = no header.
     Rcode(u8),
     ZeroTtl,
+}
+
+/// Prometheus counters for `coredns_cache_evictions_total{type}`, already labelled for one
+/// zone; the cache increments them from its eviction listener.
+#[derive(Debug, Clone, Default)]
+pub struct EvictionCounters {
+    pub success: Counter,
+    pub denial: Counter,
+}
+
+/// Entry and eviction tallies, maintained by `store` and the moka eviction listener.
+#[derive(Debug, Default)]
+struct Tally {
+    entries: [AtomicI64; 2],
+    evictions: [AtomicU64; 2],
+    observer: Option<EvictionCounters>,
+}
+
+impl Tally {
+    fn removed(&self, kind: EntryKind, cause: RemovalCause) {
+        self.entries[kind.slot()].fetch_sub(1, Ordering::Relaxed);
+        // Only capacity pressure is an eviction in CoreDNS's sense; expiry and replacement
+        // are the normal life of an entry.
+        if cause != RemovalCause::Size {
+            return;
+        }
+        self.evictions[kind.slot()].fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = &self.observer {
+            match kind.slot() {
+                0 => c.success.inc(),
+                _ => c.denial.inc(),
+            };
+        }
+    }
+}
+
+/// moka's per-entry lifetime: TTL plus the stale window (none for SERVFAIL entries).
+struct Lifetime {
+    stale_for: Duration,
+}
+
+impl Lifetime {
+    fn of(&self, entry: &Entry) -> Duration {
+        match entry.kind() {
+            EntryKind::ServFail => entry.ttl(),
+            _ => entry.ttl().saturating_add(self.stale_for),
+        }
+    }
+}
+
+impl Expiry<CacheKey, Arc<Entry>> for Lifetime {
+    fn expire_after_create(&self, _: &CacheKey, v: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(self.of(v))
+    }
+    fn expire_after_update(
+        &self,
+        _: &CacheKey,
+        v: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.of(v))
+    }
 }
 
 /// One zone's cache.
 pub struct Cache {
     settings: CacheSettings,
+    map: moka::sync::Cache<CacheKey, Arc<Entry>>,
+    tally: Arc<Tally>,
+    /// The stale window, zero when serve-stale is disabled.
+    stale_for: Duration,
+    rearm_after: Duration,
 }
 
 impl Cache {
     pub fn new(settings: CacheSettings) -> Self {
-        Cache { settings }
+        Self::build(settings, None)
     }
+
+    /// A cache that also increments `counters` on every capacity eviction.
+    pub fn with_eviction_counters(settings: CacheSettings, counters: EvictionCounters) -> Self {
+        Self::build(settings, Some(counters))
+    }
+
+    fn build(settings: CacheSettings, observer: Option<EvictionCounters>) -> Self {
+        let stale_for = match settings.serve_stale {
+            ServeStale::Disabled => Duration::ZERO,
+            ServeStale::Immediate | ServeStale::Verify => settings.stale_for,
+        };
+        let tally = Arc::new(Tally {
+            observer,
+            ..Tally::default()
+        });
+        let listener_tally = Arc::clone(&tally);
+        let map = moka::sync::Cache::builder()
+            .max_capacity(settings.capacity)
+            .expire_after(Lifetime { stale_for })
+            .eviction_listener(move |_, v: Arc<Entry>, cause| {
+                listener_tally.removed(v.kind(), cause)
+            })
+            .build();
+        Cache {
+            rearm_after: settings
+                .verify_timeout
+                .saturating_mul(2)
+                .max(MIN_REFRESH_REARM),
+            settings,
+            map,
+            tally,
+            stale_for,
+        }
+    }
+
     pub fn settings(&self) -> &CacheSettings {
         &self.settings
     }
-    pub fn lookup(&self, _key: &CacheKey, _now: Instant) -> Lookup {
-        Lookup::Miss
+
+    pub fn lookup(&self, key: &CacheKey, now: Instant) -> Lookup {
+        if !self.settings.enabled {
+            return Lookup::Miss;
+        }
+        let Some(entry) = self.map.get(key) else {
+            return Lookup::Miss;
+        };
+        let age = entry.age(now);
+        if age < entry.ttl() {
+            return Lookup::Fresh(Hit {
+                entry,
+                stale_ttl: None,
+            });
+        }
+        let servable =
+            entry.kind() != EntryKind::ServFail && age < entry.ttl().saturating_add(self.stale_for);
+        if !servable {
+            return Lookup::Miss;
+        }
+        let refresh = entry.claim_refresh(now, self.rearm_after);
+        let hit = Hit {
+            entry,
+            stale_ttl: Some(self.settings.stale_ttl),
+        };
+        Lookup::Stale { hit, refresh }
     }
+
     /// Stores an upstream response (already validated). `layout` is `wire::layout(response)`.
+    ///
+    /// A SERVFAIL (when `servfail_ttl` > 0) never replaces an entry that serve-stale could
+    /// still answer: the old entry stays, its refresh is re-armed, and `ServFail` is returned.
     pub fn store(
         &self,
-        _key: CacheKey,
-        _response: &[u8],
-        _layout: &Layout,
-        _now: Instant,
+        key: CacheKey,
+        response: &[u8],
+        layout: &Layout,
+        now: Instant,
     ) -> Result<EntryKind, NotStored> {
-        Err(NotStored::Disabled)
+        let (kind, ttl) = admit::admit(&self.settings, response, layout)?;
+        if kind == EntryKind::ServFail && self.keeps_stale(&key, now) {
+            return Err(NotStored::ServFail);
+        }
+        let entry = Entry::new(response, &layout.ttl_offsets, ttl, kind, now);
+        // Counted before the insert so a removal reported by the listener never sees the
+        // count go below what it was.
+        self.tally.entries[kind.slot()].fetch_add(1, Ordering::Relaxed);
+        self.map.insert(key, Arc::new(entry));
+        Ok(kind)
     }
+
+    /// Whether an existing entry for `key` can still be served (fresh or stale) and is not
+    /// itself a SERVFAIL; if so its refresh claim is released.
+    fn keeps_stale(&self, key: &CacheKey, now: Instant) -> bool {
+        let Some(old) = self.map.get(key) else {
+            return false;
+        };
+        let keep = old.kind() != EntryKind::ServFail
+            && old.age(now) < old.ttl().saturating_add(self.stale_for);
+        if keep {
+            old.release_refresh();
+        }
+        keep
+    }
+
     /// A background refresh of a stale entry failed: let another caller try.
-    pub fn refresh_failed(&self, _key: &CacheKey) {}
-    /// Entries by kind (success, denial), for `coredns_cache_entries`.
+    pub fn refresh_failed(&self, key: &CacheKey) {
+        if let Some(entry) = self.map.get(key) {
+            entry.release_refresh();
+        }
+    }
+
+    /// Entries by kind (success, denial), for `coredns_cache_entries`. SERVFAIL entries count
+    /// as denial. Eventually consistent with moka's housekeeping.
     pub fn entry_counts(&self) -> (u64, u64) {
-        (0, 0)
+        let read =
+            |i: usize| u64::try_from(self.tally.entries[i].load(Ordering::Relaxed)).unwrap_or(0);
+        (read(0), read(1))
+    }
+
+    /// Capacity evictions so far by kind (success, denial), for
+    /// `coredns_cache_evictions_total` when no [`EvictionCounters`] were given.
+    pub fn evictions(&self) -> (u64, u64) {
+        let read = |i: usize| self.tally.evictions[i].load(Ordering::Relaxed);
+        (read(0), read(1))
+    }
+
+    /// Runs moka's pending housekeeping (evictions, expiry) now, e.g. before a metrics
+    /// scrape or in tests; otherwise it happens piecemeal on reads and writes.
+    pub fn run_pending_tasks(&self) {
+        self.map.run_pending_tasks();
     }
 }
