@@ -218,6 +218,7 @@ fn refresh_gauges(shared: Arc<Shared>) -> impl Fn() + Send + Sync {
     move || {
         let snap = shared.snapshot.load();
         for zone in &snap.zones {
+            zone.cache.run_pending_tasks();
             let (success, denial) = zone.cache.entry_counts();
             for (kind, n) in [("success", success), ("denial", denial)] {
                 let labels = CacheTypeLabels {

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use thiserror::Error;
 
-use crate::cache::{Cache, CacheKey, Hit, Lookup};
+use crate::cache::{Cache, CacheKey, EvictionCounters, Hit, Lookup};
 use crate::config::{Config, IpNet, ServeStale, ZoneSpec};
 use crate::metrics::{CacheTypeLabels, Label, Metrics, ReasonLabels, ZoneLabels};
 use crate::policy::{
@@ -124,7 +124,7 @@ impl Snapshot {
                 })
                 .filter(|z| z.spec.cache == spec.cache)
                 .map(|z| z.cache.clone())
-                .unwrap_or_else(|| Arc::new(Cache::new(spec.cache.clone())));
+                .unwrap_or_else(|| Arc::new(new_cache(spec, metrics)));
             zones.push(Zone {
                 label: Label::from(spec.name.to_string().as_str()),
                 view: Label::from(spec.view.as_str()),
@@ -456,10 +456,7 @@ impl Snapshot {
     }
 
     fn count_hit(&self, zone: &Zone, listener: &ListenerInfo, hit: &Hit) {
-        let r#type = match hit.kind() {
-            crate::cache::EntryKind::Success => "success",
-            _ => "denial",
-        };
+        let r#type = hit.kind().label();
         let labels = CacheTypeLabels {
             server: listener.server.clone(),
             zone: zone.label.clone(),
@@ -468,6 +465,21 @@ impl Snapshot {
         };
         self.metrics.cache_hits.get_or_create(&labels).inc();
     }
+}
+
+/// A zone's cache, counting its evictions in `coredns_cache_evictions_total`.
+fn new_cache(spec: &ZoneSpec, metrics: &Metrics) -> Cache {
+    let labels = |r#type| CacheTypeLabels {
+        server: Label::from(""),
+        zone: Label::from(spec.name.to_string().as_str()),
+        view: Label::from(spec.view.as_str()),
+        r#type,
+    };
+    let counters = EvictionCounters {
+        success: metrics.cache_evictions.get_or_create(&labels("success")).clone(),
+        denial: metrics.cache_evictions.get_or_create(&labels("denial")).clone(),
+    };
+    Cache::with_eviction_counters(spec.cache.clone(), counters)
 }
 
 /// `cluster.local.` → wire format.

@@ -78,7 +78,9 @@ impl Client {
     /// Sets the DO bit (adds EDNS if it was turned off).
     pub fn dnssec_ok(mut self, on: bool) -> Self {
         self.dnssec_ok = on;
-        self.edns_udp_size.get_or_insert(1232);
+        if on {
+            self.edns_udp_size.get_or_insert(1232);
+        }
         self
     }
 
