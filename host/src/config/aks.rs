@@ -205,14 +205,19 @@ pub fn parse_aks(
     let raw: RawAks = match serde_json::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
-            errs.at_line((e.line(), e.column()), "", e.to_string());
+            // serde_json appends " at line L column C"; the position is already in front.
+            let message = e.to_string();
+            let message = message
+                .rsplit_once(" at line ")
+                .map_or(message.as_str(), |(m, _)| m);
+            errs.at_line((e.line(), e.column()), "", message);
             return Err(errs.into_errors());
         }
     };
     let mode = raw.mode.unwrap_or(AksMode::Preferred);
     let mut overrides = Vec::new();
     for (map, entries) in [(Map::Vnet, raw.vnet), (Map::Kube, raw.kube)] {
-        let entries = entries.unwrap_or_else(|| default_overrides());
+        let entries = entries.unwrap_or_else(default_overrides);
         for (key, value) in entries {
             if let Some(o) = read_override(text, map, key, value, &mut errs) {
                 overrides.push(o);
@@ -337,7 +342,12 @@ fn is_cluster_local(name: &LowerName) -> bool {
 
 /// The AKS validation rules, every violation reported.
 fn check_rules(text: &str, overrides: &[Override], errs: &mut Collector<'_>) {
+    let mut seen = std::collections::HashSet::new();
     for o in overrides {
+        if !seen.insert((o.map.view(), o.name.clone())) {
+            let msg = format!("zone {} is listed twice", o.name);
+            report(errs, text, o.map, &o.key, None, msg);
+        }
         let dest = o.group.destination;
         if o.map == Map::Vnet && o.name.is_root() && dest == Destination::ClusterCoreDns {
             let msg = "the vnet \".\" zone cannot forward to ClusterCoreDNS".to_string();

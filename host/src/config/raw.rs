@@ -315,7 +315,7 @@ parsed_newtype!(
 );
 parsed_newtype!(
     /// A byte size (`"16MiB"` or an integer).
-    Size(u64), "a size like \"16MiB\"", parse_size, Some(|n| Size(n))
+    Size(u64), "a size like \"16MiB\"", parse_size, Some(Size)
 );
 parsed_newtype!(
     /// An IP prefix (`"10.0.0.0/8"`).

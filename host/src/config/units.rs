@@ -55,7 +55,7 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".to_string();
     }
     for (unit, size) in [("s", 1_000_000_000u128), ("ms", 1_000_000), ("us", 1_000)] {
-        if nanos % size == 0 {
+        if nanos.is_multiple_of(size) {
             return format!("{}{unit}", nanos / size);
         }
     }
@@ -99,7 +99,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Renders a byte size in the largest binary unit that keeps it exact.
 pub fn format_size(bytes: u64) -> String {
     for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes != 0 && bytes % size == 0 {
+        if bytes != 0 && bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }
     }

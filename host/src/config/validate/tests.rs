@@ -12,7 +12,10 @@ servers = ["10.0.0.10"]
 "#;
 
 fn check(name: &str, text: &str) -> Result<Config, Vec<String>> {
-    let t = TestEnv::new(name, "nameserver 10.9.9.9\noptions ndots:5\nnameserver 10.9.9.8:5353\n");
+    let t = TestEnv::new(
+        name,
+        "nameserver 10.9.9.9\noptions ndots:5\nnameserver 10.9.9.8:5353\n",
+    );
     parse(text, "z.toml", &t.env).map_err(|e| e.errors.iter().map(ToString::to_string).collect())
 }
 
@@ -32,8 +35,18 @@ fn minimal_config_gets_every_default() {
     assert_eq!(c.listeners[0].view, "default");
     let up = &c.upstreams["up"];
     assert_eq!(up.servers, vec!["10.0.0.10:53".parse().unwrap()]);
-    assert_eq!((up.protocol, up.max_concurrent, up.max_fails), (Protocol::PreferUdp, 1000, 2));
-    assert_eq!((up.timeout, up.health_check, up.expire), (Duration::from_secs(2), Duration::from_millis(500), Duration::from_secs(10)));
+    assert_eq!(
+        (up.protocol, up.max_concurrent, up.max_fails),
+        (Protocol::PreferUdp, 1000, 2)
+    );
+    assert_eq!(
+        (up.timeout, up.health_check, up.expire),
+        (
+            Duration::from_secs(2),
+            Duration::from_millis(500),
+            Duration::from_secs(10)
+        )
+    );
     assert_eq!(c.zones[0].view, "default");
     assert_eq!(c.zones[0].cache, CacheSettings::default());
     assert!(c.policies.is_empty());
@@ -52,24 +65,40 @@ fn zone_cache_overrides_defaults_and_global_capacity() {
     assert_eq!(c.zones[0].cache.capacity, 500);
     let z = &c.zones[1];
     assert_eq!(z.name.to_string(), "example.com.");
-    assert_eq!((z.cache.capacity, z.cache.max_ttl, z.cache.serve_stale), (7, 60, ServeStale::Disabled));
-    assert_eq!((z.cache.stale_for, z.cache.verify_timeout), (Duration::from_secs(600), Duration::from_secs(1)));
+    assert_eq!(
+        (z.cache.capacity, z.cache.max_ttl, z.cache.serve_stale),
+        (7, 60, ServeStale::Disabled)
+    );
+    assert_eq!(
+        (z.cache.stale_for, z.cache.verify_timeout),
+        (Duration::from_secs(600), Duration::from_secs(1))
+    );
     assert_eq!(z.cache.min_ttl, CacheSettings::default().min_ttl);
-    assert_eq!((c.zones[2].cache.serve_stale, c.zones[2].cache.enabled), (ServeStale::Verify, false));
+    assert_eq!(
+        (c.zones[2].cache.serve_stale, c.zones[2].cache.enabled),
+        (ServeStale::Verify, false)
+    );
 }
 
 #[test]
 fn resolv_conf_servers_expand_in_place() {
-    let text = zone("").replace(r#"["10.0.0.10"]"#, r#"["1.1.1.1", "resolv.conf", "[::1]:5300"]"#);
+    let text = zone("").replace(
+        r#"["10.0.0.10"]"#,
+        r#"["1.1.1.1", "resolv.conf", "[::1]:5300"]"#,
+    );
     let c = check("resolv-expand", &text).unwrap();
     let want: Vec<std::net::SocketAddr> =
-        ["1.1.1.1:53", "10.9.9.9:53", "10.9.9.8:5353", "[::1]:5300"].iter().map(|s| s.parse().unwrap()).collect();
+        ["1.1.1.1:53", "10.9.9.9:53", "10.9.9.8:5353", "[::1]:5300"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
     assert_eq!(c.upstreams["up"].servers, want);
 }
 
 #[test]
 fn force_tcp_with_verify_is_allowed_natively() {
-    let text = zone("cache = { serve_stale = \"verify\" }").replace("servers = [", "protocol = \"force-tcp\"\nservers = [");
+    let text = zone("cache = { serve_stale = \"verify\" }")
+        .replace("servers = [", "protocol = \"force-tcp\"\nservers = [");
     let c = check("tcp-verify", &text).unwrap();
     assert_eq!(c.upstreams["up"].protocol, Protocol::ForceTcp);
     assert_eq!(c.zones[0].cache.serve_stale, ServeStale::Verify);
@@ -86,11 +115,20 @@ fn policies_and_settings_become_json() {
     let c = check("policies", &text).unwrap();
     let p = &c.policies["egress"];
     assert_eq!(p.source, PolicySource::File("/p/a.wasm".into()));
-    assert_eq!((p.memory_limit, p.timeout, p.on_error), (32 << 20, Duration::from_millis(2), OnError::Deny));
+    assert_eq!(
+        (p.memory_limit, p.timeout, p.on_error),
+        (32 << 20, Duration::from_millis(2), OnError::Deny)
+    );
     let settings: serde_json::Value = serde_json::from_str(&p.settings).unwrap();
-    assert_eq!(settings, serde_json::json!({"rules": [{"allow": ["*.stripe.com"], "n": 1}]}));
+    assert_eq!(
+        settings,
+        serde_json::json!({"rules": [{"allow": ["*.stripe.com"], "n": 1}]})
+    );
     let o = &c.policies["oci"];
-    assert_eq!((o.settings.as_str(), o.on_error, o.memory_limit), ("{}", OnError::Allow, 16 << 20));
+    assert_eq!(
+        (o.settings.as_str(), o.on_error, o.memory_limit),
+        ("{}", OnError::Allow, 16 << 20)
+    );
     assert_eq!(c.zones[0].policies, vec!["egress", "oci"]);
 }
 
@@ -104,10 +142,16 @@ fn workers_are_kept_when_set() {
 #[test]
 fn every_error_is_reported_with_its_path() {
     let cases: Vec<(&str, String, Vec<&str>)> = vec![
-        ("no-listener", "[upstreams.up]\nservers = [\"1.1.1.1\"]\n".into(), vec!["z.toml: listen: at least one [[listen]]"]),
+        (
+            "no-listener",
+            "[upstreams.up]\nservers = [\"1.1.1.1\"]\n".into(),
+            vec!["z.toml: listen: at least one [[listen]]"],
+        ),
         (
             "dup-listen",
-            format!("{BASE}[[listen]]\naddress = \"127.0.0.1:5353\"\nview = \"x\"\n[[listen]]\naddress = \"127.0.0.1:53\"\nudp = false\ntcp = false\n"),
+            format!(
+                "{BASE}[[listen]]\naddress = \"127.0.0.1:5353\"\nview = \"x\"\n[[listen]]\naddress = \"127.0.0.1:53\"\nudp = false\ntcp = false\n"
+            ),
             vec![
                 "z.toml: listen[1].address: 127.0.0.1:5353 is already used by listen[0]",
                 "z.toml: listen[2]: udp and tcp are both false",
@@ -132,7 +176,9 @@ fn every_error_is_reported_with_its_path() {
             format!(
                 "[server]\nudp_payload_size = 100\ntcp_max_connections = 0\n{}\n[upstreams.z]\nservers = []\nmax_concurrent = 0\ntimeout = \"0s\"\n\
                  [policies.p]\nsource = \"file:/x\"\nmemory_limit = 1024\ntimeout = \"0ms\"\n",
-                zone("cache = { capacity = 0, min_ttl = 10, max_ttl = 5, serve_stale = \"verify\", verify_timeout = \"0s\" }")
+                zone(
+                    "cache = { capacity = 0, min_ttl = 10, max_ttl = 5, serve_stale = \"verify\", verify_timeout = \"0s\" }"
+                )
             ),
             vec![
                 "z.toml: server.udp_payload_size: must be at least 512",
@@ -170,8 +216,14 @@ fn every_error_is_reported_with_its_path() {
         ),
         (
             "unknown-keys",
-            format!("[server]\nworkerz = 1\n[listen]\naddress = \"127.0.0.1:1\"\n{}", zone("").replace("[[listen]]\naddress = \"127.0.0.1:5353\"", "")),
-            vec!["z.toml:3:1: listen: expected an array of tables", "z.toml:2:1: server: unknown field `workerz`"],
+            format!(
+                "[server]\nworkerz = 1\n[listen]\naddress = \"127.0.0.1:1\"\n{}",
+                zone("").replace("[[listen]]\naddress = \"127.0.0.1:5353\"", "")
+            ),
+            vec![
+                "z.toml:3:1: listen: expected an array of tables",
+                "z.toml:2:1: server: unknown field `workerz`",
+            ],
         ),
     ];
     for (name, text, want) in cases {
@@ -189,7 +241,12 @@ fn empty_resolv_conf_is_an_error() {
     let text = zone("").replace("\"10.0.0.10\"", "\"resolv.conf\"");
     let err = parse(&text, "z.toml", &t.env).unwrap_err();
     assert_eq!(err.errors.len(), 1);
-    assert!(err.errors[0].to_string().starts_with("z.toml: upstreams.up.servers: no usable nameserver"), "{err}");
+    assert!(
+        err.errors[0]
+            .to_string()
+            .starts_with("z.toml: upstreams.up.servers: no usable nameserver"),
+        "{err}"
+    );
 }
 
 #[test]
