@@ -38,7 +38,7 @@ impl ConfigSource {
     /// Loads and validates the configuration.
     pub fn load(&self) -> Result<Config, config::ConfigErrors> {
         match self {
-            ConfigSource::Default => Ok(config::default_config()),
+            ConfigSource::Default => config::default_config(),
             ConfigSource::File(p) => config::load(p),
             ConfigSource::Aks { path, options } => config::load_aks(path, options, &LoadEnv::default()),
         }

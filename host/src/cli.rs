@@ -1,6 +1,6 @@
 //! Command line: `run`, `check`, `import-aks` (and `policy …`).
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -77,20 +77,31 @@ pub struct RunArgs {
 /// Addresses for the AKS importer.
 #[derive(Debug, Args)]
 pub struct AksArgs {
-    /// The kube-dns service ClusterIP (ClusterCoreDNS destination).
-    #[arg(long)]
-    pub cluster_dns: Option<IpAddr>,
+    /// The kube-dns service ClusterIP (ClusterCoreDNS destination): IP or IP:PORT, comma list.
+    #[arg(long, value_delimiter = ',', value_parser = server)]
+    pub cluster_dns: Vec<SocketAddr>,
     /// The VNet DNS servers (VnetDNS destination); default: /etc/resolv.conf nameservers.
-    #[arg(long, value_delimiter = ',')]
-    pub vnet_dns: Vec<IpAddr>,
+    #[arg(long, value_delimiter = ',', value_parser = server)]
+    pub vnet_dns: Vec<SocketAddr>,
+    /// Listener of `vnetDNSOverrides`.
+    #[arg(long, default_value = "169.254.10.10:53")]
+    pub vnet_listen: SocketAddr,
+    /// Listener of `kubeDNSOverrides`.
+    #[arg(long, default_value = "169.254.10.11:53")]
+    pub kube_listen: SocketAddr,
+}
+
+fn server(text: &str) -> Result<SocketAddr, String> {
+    config::resolv::parse_server(text)
 }
 
 impl AksArgs {
     fn options(&self) -> AksOptions {
         AksOptions {
-            cluster_dns: self.cluster_dns,
+            cluster_dns: self.cluster_dns.clone(),
             vnet_dns: self.vnet_dns.clone(),
-            ..AksOptions::default()
+            vnet_listen: self.vnet_listen,
+            kube_listen: self.kube_listen,
         }
     }
 }
