@@ -72,6 +72,11 @@ pub use name_set::{NameMap, NameSet};
 pub use query::{Identity, Query, Transport, qtype};
 pub use selector::Selector;
 
+/// The README's code, compiled and run as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// A DNS policy: built once from its settings, then asked about each query.
 ///
 /// The host creates one instance per worker and may recreate it at any time (after a trap, a

@@ -284,3 +284,52 @@ impl<T> FromIterator<(Selector, T)> for NameMap<T> {
         map
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Thousands of entries of every kind, several sharing tails: lookups find exactly the
+    /// entries that match, and a map returns the earliest.
+    #[test]
+    fn thousands_of_entries() {
+        let mut map = NameMap::new();
+        for i in 0..5_000 {
+            let selector = match i % 5 {
+                0 => Selector::name(&format!("api{i}.example.com")),
+                1 => Selector::pattern(&format!("**.cdn{i}.example.net")),
+                2 => Selector::pattern(&format!("web-*.team{i}.example.org")),
+                3 => Selector::pattern(&format!("*x{i}.example.io")),
+                _ => Selector::suffix(&format!("corp{i}.example")),
+            };
+            map.insert(selector.expect("valid"), i);
+        }
+        // Later entries that also match some names: never chosen over the earlier ones.
+        map.insert(Selector::suffix("example.com").expect("valid"), 9_000);
+        map.insert(Selector::pattern("*").expect("valid"), 9_001);
+        let cases = [
+            ("api0.example.com.", Some(0)),
+            ("api4995.example.com.", Some(4995)),
+            ("api1.example.com.", Some(9_000)),
+            ("a.b.cdn4996.example.net.", Some(4996)),
+            ("cdn4996.example.net.", Some(9_001)),
+            ("web-1.team4997.example.org.", Some(4997)),
+            ("web.team4997.example.org.", Some(9_001)),
+            ("x4998.example.io.", Some(4998)),
+            ("abcx4998.example.io.", Some(4998)),
+            ("a.x4998.example.io.", Some(9_001)),
+            ("corp4999.example.", Some(4999)),
+            ("a.b.corp4999.example.", Some(4999)),
+            ("bad name.corp4999.example.", Some(4999)),
+            ("bad name.example.", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(map.find(name).copied(), want, "{name}");
+        }
+        let set: NameSet = (0..5_000)
+            .map(|i| Selector::name(&format!("n{i}.example")).expect("valid"))
+            .collect();
+        assert_eq!(set.len(), 5_000);
+        assert!(set.contains("n4999.example.") && !set.contains("n5000.example."));
+    }
+}
