@@ -210,7 +210,7 @@ pub fn init<P: Policy>(settings: &str) -> P {
 }
 
 /// Everything [`log`](crate::log) wrote on this thread since the last call, oldest first.
-/// (Natively only; in a component the lines go to the host.)
+/// Natively only: in a component the lines go to the host and this is always empty.
 ///
 /// ```
 /// use zonegate_policy::{log, testing, Level};
@@ -219,7 +219,6 @@ pub fn init<P: Policy>(settings: &str) -> P {
 /// assert_eq!(testing::take_logs(), vec![(Level::Warn, "slow".to_string())]);
 /// assert!(testing::take_logs().is_empty());
 /// ```
-#[cfg(not(target_arch = "wasm32"))]
 pub fn take_logs() -> Vec<(crate::Level, String)> {
     crate::log::imp::take()
 }
