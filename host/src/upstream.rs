@@ -8,6 +8,7 @@
 //! decides what to do with them.
 
 mod coalesce;
+mod demux;
 mod message;
 mod server;
 mod tcp;
@@ -136,36 +137,46 @@ impl UpstreamGroup {
     pub async fn forward(&self, q: &UpstreamQuery<'_>) -> Result<Answer, UpstreamError> {
         let inner = &self.inner;
         let key = Key::new(q);
-        let rx = match inner.inflight.join_or_lead(&key, || inner.admit())? {
-            Role::Join(rx) => {
-                inner.metrics.coalesced.get_or_create(&inner.labels).inc();
-                rx
-            }
-            Role::Lead { tx, rx, admit } => {
-                let query = message::build_query(q, inner.udp_size);
-                // The exchange runs in its own task so joiners get a result even when the
-                // leader's caller is cancelled.
-                let inner = inner.clone();
-                tokio::spawn(async move {
-                    let _finish = Finish(&inner, key);
+        // A joiner whose leader was cancelled (its caller dropped the future) finds no
+        // result and tries again, leading the next exchange itself.
+        for _ in 0..MAX_JOIN_RETRIES {
+            match inner.inflight.join_or_lead(&key, || inner.admit())? {
+                Role::Join(rx) => {
+                    if let Some(result) = coalesce::wait(rx).await {
+                        inner.metrics.coalesced.get_or_create(&inner.labels).inc();
+                        return result;
+                    }
+                }
+                Role::Lead { tx, admit } => {
+                    let finish = Finish(inner, &key);
+                    let lower = UpstreamQuery {
+                        name: key.name(),
+                        ..*q
+                    };
+                    let query = message::build_query(&lower, inner.udp_size);
                     let result = inner.exchange(&query).await;
-                    drop(_finish);
-                    let _ = tx.send(Some(result));
+                    drop(finish);
+                    tx.send_replace(Some(result.clone()));
                     drop(admit);
-                });
-                rx
+                    return result;
+                }
             }
-        };
-        coalesce::wait(rx).await
+        }
+        Err(UpstreamError::Failed(
+            "coalesced exchange cancelled repeatedly".into(),
+        ))
     }
 }
 
-/// Ends the in-flight entry even if the exchange task panics.
-struct Finish<'a>(&'a GroupInner, Key);
+/// How often a joiner starts over after its leader was cancelled.
+const MAX_JOIN_RETRIES: usize = 4;
+
+/// Ends the in-flight entry when the leader finishes or is cancelled.
+struct Finish<'a>(&'a GroupInner, &'a Key);
 
 impl Drop for Finish<'_> {
     fn drop(&mut self) {
-        self.0.inflight.finish(&self.1);
+        self.0.inflight.finish(self.1);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Coalescing of identical in-flight upstream queries (query path step 6): the first cache
 //! miss for a key leads one upstream exchange; later identical misses join it and get a
-//! clone of its result.
+//! clone of its result. The leader runs the exchange in its own future (no task spawn
+//! per query); if it is cancelled its entry goes and joiners start over.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -29,6 +30,11 @@ impl Key {
             cd: q.cd,
         }
     }
+
+    /// The lowercased query name.
+    pub(crate) fn name(&self) -> &[u8] {
+        &self.name
+    }
 }
 
 /// `None` until the leader's exchange ends.
@@ -38,10 +44,9 @@ pub(crate) type Outcome = Option<Result<Answer, UpstreamError>>;
 pub(crate) enum Role<P> {
     /// An identical exchange is in flight: wait for its result.
     Join(watch::Receiver<Outcome>),
-    /// This query starts the exchange and must publish its result on `tx`.
+    /// This query runs the exchange and publishes its result on `tx`.
     Lead {
         tx: watch::Sender<Outcome>,
-        rx: watch::Receiver<Outcome>,
         admit: P,
     },
 }
@@ -65,8 +70,8 @@ impl InFlight {
         }
         let admit = admit()?;
         let (tx, rx) = watch::channel(None);
-        map.insert(key.clone(), rx.clone());
-        Ok(Role::Lead { tx, rx, admit })
+        map.insert(key.clone(), rx);
+        Ok(Role::Lead { tx, admit })
     }
 
     /// Ends the exchange for `key`: later queries start a new one.
@@ -84,14 +89,9 @@ impl InFlight {
     }
 }
 
-/// Waits for the leader's result.
-pub(crate) async fn wait(mut rx: watch::Receiver<Outcome>) -> Result<Answer, UpstreamError> {
-    match rx.wait_for(Option::is_some).await {
-        Ok(outcome) => outcome
-            .clone()
-            .unwrap_or_else(|| Err(UpstreamError::Failed("exchange ended".into()))),
-        Err(_) => Err(UpstreamError::Failed(
-            "exchange ended without a result".into(),
-        )),
-    }
+/// Waits for the leader's result; `None` when the leader was cancelled before it had one.
+pub(crate) async fn wait(
+    mut rx: watch::Receiver<Outcome>,
+) -> Option<Result<Answer, UpstreamError>> {
+    rx.wait_for(Option::is_some).await.ok()?.clone()
 }

@@ -12,8 +12,9 @@ use tokio::sync::watch;
 use crate::config::Protocol;
 use crate::metrics::{Label, Metrics, ProxyLabels, UpstreamServerLabels};
 
+use super::message;
 use super::tcp::TcpClient;
-use super::{message, udp};
+use super::udp::UdpPool;
 
 /// Why one attempt against one server failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +50,7 @@ pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
     labels: UpstreamServerLabels,
     settings: ServerSettings,
+    udp: UdpPool,
     tcp: TcpClient,
     fails: AtomicU32,
     down: AtomicBool,
@@ -67,11 +69,13 @@ impl Server {
             .upstream_healthy
             .get_or_create(&labels)
             .set(1);
+        let udp = UdpPool::new(addr, settings.expire, settings.metrics.clone());
         let tcp = TcpClient::new(addr, settings.expire, settings.metrics.clone());
         Arc::new(Server {
             addr,
             labels,
             settings,
+            udp,
             tcp,
             fails: AtomicU32::new(0),
             down: AtomicBool::new(false),
@@ -92,11 +96,10 @@ impl Server {
     /// One attempt: the configured transport, and over TCP again when UDP says TC=1.
     pub(crate) async fn exchange(&self, query: &Bytes) -> Result<Bytes, AttemptError> {
         let timeout = self.settings.timeout;
-        let metrics = &self.settings.metrics;
         match self.settings.protocol {
             Protocol::ForceTcp => self.tcp.exchange(query, timeout).await,
             Protocol::PreferUdp => {
-                let resp = udp::exchange(self.addr, query, timeout, metrics).await?;
+                let resp = self.udp.exchange(query, timeout).await?;
                 if crate::wire::Header::new(&resp).is_ok_and(|h| h.tc()) {
                     return self.tcp.exchange(query, timeout).await;
                 }

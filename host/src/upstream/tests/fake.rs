@@ -26,6 +26,8 @@ pub(super) enum Mode {
     GarbageFirst,
     /// Only a wrong-ID response.
     OnlyWrongId,
+    /// UDP: the right answer, but sent from another port.
+    WrongSource,
     /// TCP: collect this many queries on a connection, then answer them in reverse order.
     ReverseBatch(usize),
 }
@@ -35,6 +37,8 @@ pub(super) struct Fake {
     mode: Mutex<Mode>,
     /// Queries other than the `. NS` health probe, as received.
     queries: Mutex<Vec<Vec<u8>>>,
+    /// Source addresses of UDP queries.
+    pub(super) peers: Mutex<Vec<SocketAddr>>,
     pub(super) probes: AtomicUsize,
     pub(super) udp: AtomicUsize,
     pub(super) tcp: AtomicUsize,
@@ -60,6 +64,7 @@ impl Fake {
             addr: udp.local_addr().expect("addr"),
             mode: Mutex::new(mode),
             queries: Mutex::default(),
+            peers: Mutex::default(),
             probes: AtomicUsize::new(0),
             udp: AtomicUsize::new(0),
             tcp: AtomicUsize::new(0),
@@ -154,7 +159,7 @@ fn responses(q: &[u8], mode: Mode, tcp: bool) -> Vec<Vec<u8>> {
     let mut wrong_q = good.clone();
     wrong_q[13] ^= 0x01;
     match mode {
-        Mode::Answer | Mode::Delay(_) | Mode::ReverseBatch(_) => vec![good],
+        Mode::Answer | Mode::Delay(_) | Mode::ReverseBatch(_) | Mode::WrongSource => vec![good],
         Mode::Drop => vec![],
         Mode::TruncateUdp if !tcp => vec![answer(q, 0, true)],
         Mode::TruncateUdp => vec![good],
@@ -172,6 +177,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, fake: std::sync::Weak<Fake>) {
         let Some(f) = fake.upgrade() else { return };
         let q = buf[..n].to_vec();
         f.udp.fetch_add(1, Ordering::SeqCst);
+        f.peers.lock().expect("lock").push(peer);
         f.record(&q);
         let mode = f.mode();
         let sock = sock.clone();
@@ -179,8 +185,12 @@ async fn serve_udp(sock: Arc<UdpSocket>, fake: std::sync::Weak<Fake>) {
             if let Mode::Delay(d) = mode {
                 tokio::time::sleep(d).await;
             }
+            let other = match mode {
+                Mode::WrongSource => UdpSocket::bind("127.0.0.1:0").await.ok(),
+                _ => None,
+            };
             for r in responses(&q, mode, false) {
-                let _ = sock.send_to(&r, peer).await;
+                let _ = other.as_ref().unwrap_or(&sock).send_to(&r, peer).await;
             }
         });
     }
@@ -195,6 +205,7 @@ async fn serve_tcp(listener: TcpListener, fake: std::sync::Weak<Fake>) {
 }
 
 async fn serve_conn(stream: TcpStream, fake: std::sync::Weak<Fake>) {
+    let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     tokio::spawn(async move {
