@@ -1,14 +1,38 @@
 //! Upstream groups (query path step 6): servers, UDP/TCP clients, selection, health,
-//! concurrency limit and coalescing of identical in-flight queries. STUB: API contract only.
+//! concurrency limit and coalescing of identical in-flight queries.
+//!
+//! `forward` builds the query itself (random ID per attempt, RD=1, the client's CD and DO,
+//! our EDNS0 size), tries the group's servers in selection order within one bound (each
+//! server at most once, `timeout` per attempt) and returns the first response that matches
+//! ID, question and server address. SERVFAIL and other RCODEs are answers: the pipeline
+//! decides what to do with them.
+
+mod coalesce;
+mod demux;
+mod message;
+mod server;
+mod tcp;
+mod udp;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use thiserror::Error;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::UpstreamGroupSpec;
-use crate::metrics::Metrics;
+use crate::config::{Selection, UpstreamGroupSpec};
+use crate::metrics::{Label, Metrics, UpstreamLabels};
+
+use coalesce::{InFlight, Key, Role};
+use server::{AttemptError, Server, ServerSettings};
+
+/// Our EDNS0 UDP payload size when none is given (the DNS flag day 2020 value).
+pub const DEFAULT_UDP_PAYLOAD_SIZE: u16 = 1232;
 
 /// What to ask an upstream.
 #[derive(Debug, Clone, Copy)]
@@ -41,14 +65,177 @@ pub struct Answer {
 /// One upstream group.
 pub struct UpstreamGroup {
     name: Arc<str>,
+    spec: UpstreamGroupSpec,
+    udp_size: u16,
+    inner: Arc<GroupInner>,
+}
+
+/// The part of a group that spawned exchanges keep alive until they end.
+struct GroupInner {
+    labels: UpstreamLabels,
+    servers: Vec<Arc<Server>>,
+    selection: Selection,
+    next: AtomicUsize,
+    limit: Arc<Semaphore>,
+    inflight: InFlight,
+    udp_size: u16,
+    metrics: Arc<Metrics>,
 }
 
 impl UpstreamGroup {
+    /// A new group with fresh connections and every server healthy.
+    pub fn new(spec: &UpstreamGroupSpec, udp_size: u16, metrics: &Arc<Metrics>) -> Self {
+        let settings = ServerSettings {
+            protocol: spec.protocol,
+            timeout: spec.timeout,
+            max_fails: spec.max_fails,
+            health_check: spec.health_check,
+            expire: spec.expire,
+            udp_size,
+            metrics: metrics.clone(),
+        };
+        let servers = (spec.servers.iter())
+            .map(|a| Server::new(&spec.name, *a, settings.clone()))
+            .collect();
+        // CoreDNS: max_concurrent 0 means no limit.
+        let permits = match spec.max_concurrent {
+            0 => Semaphore::MAX_PERMITS,
+            n => n.min(Semaphore::MAX_PERMITS),
+        };
+        let inner = GroupInner {
+            labels: UpstreamLabels {
+                upstream: Label::from(spec.name.as_str()),
+            },
+            servers,
+            selection: spec.selection,
+            next: AtomicUsize::new(0),
+            limit: Arc::new(Semaphore::new(permits)),
+            inflight: InFlight::default(),
+            udp_size,
+            metrics: metrics.clone(),
+        };
+        UpstreamGroup {
+            name: Arc::from(spec.name.as_str()),
+            spec: spec.clone(),
+            udp_size,
+            inner: Arc::new(inner),
+        }
+    }
+
     pub fn name(&self) -> &Arc<str> {
         &self.name
     }
-    pub async fn forward(&self, _q: &UpstreamQuery<'_>) -> Result<Answer, UpstreamError> {
-        Err(UpstreamError::Failed("not built".into()))
+
+    /// The spec this group was built from.
+    pub fn spec(&self) -> &UpstreamGroupSpec {
+        &self.spec
+    }
+
+    /// Forwards `q`, joining an identical in-flight query if there is one. Beyond
+    /// `max_concurrent` exchanges it fails at once with `Overloaded` (not a health failure).
+    /// Must run inside a tokio runtime.
+    pub async fn forward(&self, q: &UpstreamQuery<'_>) -> Result<Answer, UpstreamError> {
+        let inner = &self.inner;
+        let key = Key::new(q);
+        // A joiner whose leader was cancelled (its caller dropped the future) finds no
+        // result and tries again, leading the next exchange itself.
+        for _ in 0..MAX_JOIN_RETRIES {
+            match inner.inflight.join_or_lead(&key, || inner.admit())? {
+                Role::Join(rx) => {
+                    if let Some(result) = coalesce::wait(rx).await {
+                        inner.metrics.coalesced.get_or_create(&inner.labels).inc();
+                        return result;
+                    }
+                }
+                Role::Lead { tx, admit } => {
+                    let finish = Finish(inner, &key);
+                    let lower = UpstreamQuery {
+                        name: key.name(),
+                        ..*q
+                    };
+                    let query = message::build_query(&lower, inner.udp_size);
+                    let result = inner.exchange(&query).await;
+                    drop(finish);
+                    tx.send_replace(Some(result.clone()));
+                    drop(admit);
+                    return result;
+                }
+            }
+        }
+        Err(UpstreamError::Failed(
+            "coalesced exchange cancelled repeatedly".into(),
+        ))
+    }
+}
+
+/// How often a joiner starts over after its leader was cancelled.
+const MAX_JOIN_RETRIES: usize = 4;
+
+/// Ends the in-flight entry when the leader finishes or is cancelled.
+struct Finish<'a>(&'a GroupInner, &'a Key);
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.finish(self.1);
+    }
+}
+
+impl GroupInner {
+    fn admit(&self) -> Result<OwnedSemaphorePermit, UpstreamError> {
+        self.limit.clone().try_acquire_owned().map_err(|_| {
+            let m = &self.metrics;
+            m.forward_max_concurrent_rejects
+                .get_or_create(&self.labels)
+                .inc();
+            UpstreamError::Overloaded
+        })
+    }
+
+    /// Tries the servers in selection order, each at most once, skipping down ones — unless
+    /// all are down, then all of them from a random one (CoreDNS never gives up entirely).
+    async fn exchange(&self, query: &Bytes) -> Result<Answer, UpstreamError> {
+        let n = self.servers.len();
+        let all_down = self.servers.iter().all(|s| s.is_down());
+        if all_down && n > 0 {
+            let m = &self.metrics;
+            m.forward_healthcheck_broken
+                .get_or_create(&self.labels)
+                .inc();
+        }
+        let first = self.first(n, all_down);
+        let mut last: Option<(AttemptError, std::net::SocketAddr)> = None;
+        let mut all_timeouts = true;
+        for i in 0..n {
+            let s = &self.servers[(first + i) % n];
+            if !all_down && s.is_down() {
+                continue;
+            }
+            match s.forward(query).await {
+                Ok(bytes) => return Ok(Answer { bytes }),
+                Err(e) => {
+                    all_timeouts &= e == AttemptError::Timeout;
+                    last = Some((e, s.addr));
+                }
+            }
+        }
+        Err(match last {
+            Some(_) if all_timeouts => UpstreamError::Timeout,
+            Some((e, addr)) => UpstreamError::Failed(format!("{addr}: {e}")),
+            None => UpstreamError::Failed("no servers".into()),
+        })
+    }
+
+    /// Index of the first server to try.
+    fn first(&self, n: usize, all_down: bool) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        match self.selection {
+            _ if all_down => rand::random_range(0..n),
+            Selection::Sequential => 0,
+            Selection::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
+            Selection::Random => rand::random_range(0..n),
+        }
     }
 }
 
@@ -63,22 +250,33 @@ impl Upstreams {
     /// connections and health state survive a reload). Must run inside a tokio runtime.
     pub fn build(
         specs: &BTreeMap<String, UpstreamGroupSpec>,
-        _previous: Option<&Upstreams>,
-        _metrics: &Arc<Metrics>,
+        previous: Option<&Upstreams>,
+        metrics: &Arc<Metrics>,
     ) -> Self {
-        let groups = specs
-            .keys()
-            .map(|k| {
-                (
-                    k.clone(),
-                    Arc::new(UpstreamGroup {
-                        name: Arc::from(k.as_str()),
-                    }),
-                )
+        Self::build_sized(specs, previous, metrics, DEFAULT_UDP_PAYLOAD_SIZE)
+    }
+
+    /// `build` with our EDNS0 UDP payload size (`server.udp_payload_size`).
+    pub fn build_sized(
+        specs: &BTreeMap<String, UpstreamGroupSpec>,
+        previous: Option<&Upstreams>,
+        metrics: &Arc<Metrics>,
+        udp_size: u16,
+    ) -> Self {
+        let reuse = |name: &str, spec: &UpstreamGroupSpec| {
+            let old = previous?.groups.get(name)?;
+            (old.spec == *spec && old.udp_size == udp_size).then(|| old.clone())
+        };
+        let groups = (specs.iter())
+            .map(|(name, spec)| {
+                let group = reuse(name, spec)
+                    .unwrap_or_else(|| Arc::new(UpstreamGroup::new(spec, udp_size, metrics)));
+                (name.clone(), group)
             })
             .collect();
         Upstreams { groups }
     }
+
     pub fn get(&self, name: &str) -> Option<&Arc<UpstreamGroup>> {
         self.groups.get(name)
     }

@@ -1,0 +1,117 @@
+//! Demultiplexing of answers by ID (query path step 6), shared by the pipelined TCP
+//! connections and the pooled UDP sockets: a query registers under a random free ID and
+//! an answer reaches it only if ID and question match; anything else is counted, ignored.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::metrics::{Metrics, ReasonLabels};
+
+use super::message;
+use super::server::AttemptError;
+
+/// A query waiting for its answer.
+struct Waiter {
+    query: Vec<u8>,
+    reply: oneshot::Sender<Bytes>,
+}
+
+#[derive(Default)]
+struct State {
+    waiters: HashMap<u16, Waiter>,
+    /// Set under the same lock as registration, so nothing registers once reading stopped.
+    dead: bool,
+}
+
+/// The in-flight queries of one socket or connection.
+#[derive(Default)]
+pub(crate) struct Demux {
+    state: Mutex<State>,
+}
+
+/// A registered query: its ID, the message to send, where its answer arrives.
+pub(crate) struct Registered {
+    pub(crate) id: u16,
+    pub(crate) message: Vec<u8>,
+    pub(crate) answer: oneshot::Receiver<Bytes>,
+}
+
+impl Demux {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers `query` under a random ID not in flight here.
+    pub(crate) fn register(&self, query: &[u8]) -> Result<Registered, AttemptError> {
+        let mut s = self.lock();
+        if s.dead {
+            return Err(AttemptError::Closed);
+        }
+        let id = (0..64)
+            .map(|_| rand::random::<u16>())
+            .find(|id| !s.waiters.contains_key(id))
+            .ok_or_else(|| AttemptError::Io("no free query ID".into()))?;
+        let message = message::with_id(query, id);
+        let (reply, answer) = oneshot::channel();
+        let query = message.clone();
+        s.waiters.insert(id, Waiter { query, reply });
+        Ok(Registered {
+            id,
+            message,
+            answer,
+        })
+    }
+
+    pub(crate) fn unregister(&self, id: u16) {
+        self.lock().waiters.remove(&id);
+    }
+
+    /// Hands `frame` to the query it answers, or counts it as ignored.
+    pub(crate) fn dispatch(&self, frame: Vec<u8>, metrics: &Metrics) {
+        let mut s = self.lock();
+        let id = crate::wire::Header::new(&frame).map(|h| h.id()).ok();
+        let is_answer =
+            |id: &u16| (s.waiters.get(id)).is_some_and(|w| message::matches(&w.query, &frame));
+        match id.filter(is_answer).and_then(|id| s.waiters.remove(&id)) {
+            Some(w) => {
+                let _ = w.reply.send(Bytes::from(frame));
+            }
+            None => ignored(metrics),
+        }
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        self.lock().waiters.is_empty()
+    }
+
+    /// Stops accepting queries and fails the ones in flight (their senders are dropped).
+    pub(crate) fn close(&self) {
+        let mut s = self.lock();
+        s.dead = true;
+        s.waiters.clear();
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.lock().dead
+    }
+}
+
+/// Unregisters a query when it ends for any reason (answer, timeout, cancellation).
+pub(crate) struct Unregister<'a>(pub(crate) &'a Demux, pub(crate) u16);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        self.0.unregister(self.1);
+    }
+}
+
+/// Counts a response that failed the checks (wrong ID or question, garbage).
+pub(crate) fn ignored(metrics: &Metrics) {
+    let reason = ReasonLabels {
+        reason: "upstream_mismatch",
+    };
+    metrics.dropped.get_or_create(&reason).inc();
+}

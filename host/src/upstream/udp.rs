@@ -1,0 +1,155 @@
+//! UDP transport to an upstream (query path step 6). Queries go out on a small per-server
+//! pool of connected sockets: the kernel picks each socket's random ephemeral port and
+//! drops datagrams from any other address, every query gets a random free ID, and a
+//! socket is retired after `QUERIES_PER_SOCKET` queries so ports keep changing — the
+//! spoofing resistance of issue 6 at a fraction of a fresh socket's cost per query.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+
+use super::demux::{self, Demux, Registered, Unregister};
+use super::server::AttemptError;
+
+/// Sockets per server; a query picks one at random.
+pub(crate) const POOL_SIZE: usize = 4;
+/// Queries a socket carries before a fresh one (a new random port) replaces it.
+pub(crate) const QUERIES_PER_SOCKET: u32 = 256;
+/// Larger than any answer to our 1232-byte EDNS size; a datagram filling it is not trusted.
+const RECV_BUF: usize = 4096;
+
+/// One connected socket, its in-flight queries and its reader task.
+struct Sock {
+    sock: UdpSocket,
+    demux: Demux,
+    used: AtomicU32,
+    retired: AtomicBool,
+}
+
+/// The UDP client of one server.
+pub(crate) struct UdpPool {
+    addr: SocketAddr,
+    expire: Duration,
+    metrics: Arc<Metrics>,
+    slots: [Mutex<Option<Arc<Sock>>>; POOL_SIZE],
+}
+
+impl UdpPool {
+    pub(crate) fn new(addr: SocketAddr, expire: Duration, metrics: Arc<Metrics>) -> Self {
+        UdpPool {
+            addr,
+            expire,
+            metrics,
+            slots: Default::default(),
+        }
+    }
+
+    /// Sends `query` under a random ID and waits up to `timeout` for the matching answer;
+    /// anything else arriving meanwhile is counted and ignored.
+    pub(crate) async fn exchange(
+        &self,
+        query: &[u8],
+        timeout: Duration,
+    ) -> Result<Bytes, AttemptError> {
+        let fut = async {
+            let (s, r) = match self.register(query, timeout) {
+                // The socket closed between pick and registration: once more, on another.
+                Err(AttemptError::Closed) => self.register(query, timeout)?,
+                other => other?,
+            };
+            let _unregister = Unregister(&s.demux, r.id);
+            if let Err(e) = s.sock.send(&r.message).await {
+                s.retired.store(true, Ordering::Release);
+                return Err(e.into());
+            }
+            // A closed demux means the socket failed (ICMP port unreachable, …).
+            r.answer.await.map_err(|_| AttemptError::Closed)
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| AttemptError::Timeout)?
+    }
+
+    fn register(
+        &self,
+        query: &[u8],
+        timeout: Duration,
+    ) -> Result<(Arc<Sock>, Registered), AttemptError> {
+        let s = self.pick(timeout)?;
+        let r = s.demux.register(query)?;
+        Ok((s, r))
+    }
+
+    /// A random slot's socket, opening a new one when the slot is empty or its socket
+    /// retired; takes the socket out of the slot when this query uses it up.
+    fn pick(&self, timeout: Duration) -> Result<Arc<Sock>, AttemptError> {
+        let slot = &self.slots[rand::random_range(0..POOL_SIZE)];
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let s = match slot.as_ref().filter(|s| !s.retired.load(Ordering::Acquire)) {
+            Some(s) => s.clone(),
+            None => slot.insert(self.open(timeout)?).clone(),
+        };
+        if s.used.fetch_add(1, Ordering::Relaxed) + 1 >= QUERIES_PER_SOCKET {
+            s.retired.store(true, Ordering::Release);
+            *slot = None;
+        }
+        Ok(s)
+    }
+
+    /// Binds a socket on a kernel-chosen port, connects it and starts its reader. Plain
+    /// syscalls that never block, so this runs under the slot's lock.
+    fn open(&self, timeout: Duration) -> Result<Arc<Sock>, AttemptError> {
+        let local: SocketAddr = match self.addr {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let std = std::net::UdpSocket::bind(local)?;
+        std.connect(self.addr)?;
+        std.set_nonblocking(true)?;
+        let s = Arc::new(Sock {
+            sock: UdpSocket::from_std(std)?,
+            demux: Demux::default(),
+            used: AtomicU32::new(0),
+            retired: AtomicBool::new(false),
+        });
+        let tick = timeout.min(self.expire);
+        tokio::spawn(read_loop(
+            s.clone(),
+            tick,
+            self.expire,
+            self.metrics.clone(),
+        ));
+        Ok(s)
+    }
+}
+
+/// Dispatches answers until the socket fails, or has nothing in flight and is retired or
+/// has been idle for `expire`. Wakes every `tick` to check.
+async fn read_loop(s: Arc<Sock>, tick: Duration, expire: Duration, metrics: Arc<Metrics>) {
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut last = Instant::now();
+    loop {
+        match tokio::time::timeout(tick, s.sock.recv(&mut buf)).await {
+            Ok(Ok(n)) if n < RECV_BUF => {
+                last = Instant::now();
+                s.demux.dispatch(buf[..n].to_vec(), &metrics);
+            }
+            Ok(Ok(_)) => demux::ignored(&metrics),
+            Ok(Err(_)) => break,
+            Err(_) => {}
+        }
+        let done = s.retired.load(Ordering::Acquire) || last.elapsed() >= expire;
+        if done && s.demux.is_idle() {
+            break;
+        }
+    }
+    s.retired.store(true, Ordering::Release);
+    s.demux.close();
+}
