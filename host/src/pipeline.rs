@@ -107,7 +107,12 @@ impl Snapshot {
             metrics,
         )?;
         let upstreams =
-            Upstreams::build(&config.upstreams, previous.map(|p| &p.upstreams), metrics);
+            Upstreams::build_sized(
+                &config.upstreams,
+                previous.map(|p| &p.upstreams),
+                metrics,
+                config.server.udp_payload_size,
+            );
         let mut zones = Vec::with_capacity(config.zones.len());
         for spec in &config.zones {
             let upstream = upstreams.get(&spec.forward).cloned().ok_or_else(|| {
