@@ -480,10 +480,11 @@ fn new_cache(spec: &ZoneSpec, metrics: &Metrics) -> Cache {
         view: Label::from(spec.view.as_str()),
         r#type,
     };
-    let counters = EvictionCounters {
-        success: metrics.cache_evictions.get_or_create(&labels("success")).clone(),
-        denial: metrics.cache_evictions.get_or_create(&labels("denial")).clone(),
-    };
+    // One statement per family access: a `get_or_create` guard held across a second call
+    // that inserts would deadlock on the family's lock.
+    let success = metrics.cache_evictions.get_or_create(&labels("success")).clone();
+    let denial = metrics.cache_evictions.get_or_create(&labels("denial")).clone();
+    let counters = EvictionCounters { success, denial };
     Cache::with_eviction_counters(spec.cache.clone(), counters)
 }
 
