@@ -240,10 +240,11 @@ fn load_one(
         memory_limit: spec.memory_limit,
         settings: spec.settings.clone(),
     };
-    if let Some(old) = previous.and_then(|p| p.by_name.get(name)) {
-        if old.compiled.digest == digest && old.limits == limits {
-            return Ok(old.clone());
-        }
+    if let Some(old) = previous.and_then(|p| p.by_name.get(name))
+        && old.compiled.digest == digest
+        && old.limits == limits
+    {
+        return Ok(old.clone());
     }
     let c = match compiled.get(&digest) {
         Some(c) => c.clone(),

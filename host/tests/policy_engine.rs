@@ -251,13 +251,9 @@ fn check_and_test_decide_for_the_cli() {
         "{:?}",
         info.imports
     );
-    let err = check_component(engine(), &wasm(&dir, "wrong_world.wasm"))
-        .err()
-        .expect("wrong");
+    let err = check_component(engine(), &wasm(&dir, "wrong_world.wasm")).expect_err("wrong");
     assert!(matches!(err, PolicyError::WrongWorld { .. }), "{err}");
-    let err = check_component(engine(), b"\0asm not really")
-        .err()
-        .expect("garbage");
+    let err = check_component(engine(), b"\0asm not really").expect_err("garbage");
     assert!(matches!(err, PolicyError::Compile { .. }), "{err}");
 
     let bytes = wasm(&dir, "probe.wasm");
@@ -537,4 +533,25 @@ fn compiled_artifacts_are_cached_on_disk() {
         start.elapsed()
     );
     let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// Per-batch cost of `decide`, to spot anything that grows per call (run with --release).
+#[test]
+#[ignore]
+fn decide_cost_is_flat() {
+    let Some(dir) = wasm_dir() else { return };
+    let m = Metrics::new();
+    let p = build(
+        vec![probe(&dir, "count", r#"{"mode":"allow"}"#, OnError::Deny)],
+        &m,
+    )
+    .expect("build");
+    let c = chain(&p, &["count"]);
+    for batch in 0..10 {
+        let start = Instant::now();
+        for _ in 0..200_000 {
+            std::hint::black_box(c.decide(&query("www.example.com.")));
+        }
+        eprintln!("batch {batch}: {:?}/decide", start.elapsed() / 200_000);
+    }
 }

@@ -111,10 +111,8 @@ impl PolicyEngine {
     ) -> Result<Component, PolicyError> {
         let engine = &self.inner.engine;
         let cached = self.cache_path(digest);
-        if let Some(path) = &cached {
-            if let Some(c) = load_cached(engine, path) {
-                return Ok(c);
-            }
+        if let Some(c) = cached.as_deref().and_then(|path| load_cached(engine, path)) {
+            return Ok(c);
         }
         let component = Component::new(engine, bytes).map_err(|e| PolicyError::Compile {
             policy: policy.into(),

@@ -2,7 +2,7 @@
 //! (policy load, client, view, name, qtype). Bounded; lookups do not allocate.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -31,9 +31,8 @@ pub(crate) struct Memo {
 
 impl Memo {
     fn key(&self, id: u64, q: &PolicyQuery<'_>) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        (id, q.client, q.qtype, q.view, q.name).hash(&mut h);
-        h.finish()
+        self.hasher
+            .hash_one((id, q.client, q.qtype, q.view, q.name))
     }
 
     pub(crate) fn get(&mut self, id: u64, q: &PolicyQuery<'_>) -> Option<Verdict> {

@@ -88,13 +88,13 @@ impl Worker {
             return v;
         }
         let slot = self.slots.entry(p.id).or_insert_with(|| Slot::new(p));
-        if slot.live.is_none() {
-            if let Err(fallback) = slot.start(p) {
-                return fallback;
-            }
+        if slot.live.is_none()
+            && let Err(fallback) = slot.start(p)
+        {
+            return fallback;
         }
         self.calls = self.calls.wrapping_add(1);
-        let timed = self.calls % SAMPLE_EVERY == 0;
+        let timed = self.calls.is_multiple_of(SAMPLE_EVERY);
         let Some(live) = slot.live.as_mut() else {
             return p.fallback();
         };
