@@ -40,13 +40,17 @@ fn probe_settings(cache_for: Option<u32>) -> String {
     format!(r#"{{"mode":"allowlist","allow":{rules}{hint}}}"#)
 }
 
-fn fqdn_settings() -> String {
+/// fqdn-allowlist settings; `cache_for: 0` turns its memoization hint off.
+fn fqdn_settings(cache_for: u32) -> String {
+    if let Ok(custom) = std::env::var("ZONEGATE_BENCH_FQDN_SETTINGS") {
+        return custom;
+    }
     let names: Vec<String> = rules()
         .iter()
         .map(|r| format!(r#"{{"matchPattern":"{r}"}}"#))
         .collect();
-    let custom = std::env::var("ZONEGATE_BENCH_FQDN_SETTINGS").ok();
-    custom.unwrap_or_else(|| format!(r#"{{"rules":[{{"toFQDNs":[{}]}}]}}"#, names.join(",")))
+    let names = names.join(",");
+    format!(r#"{{"rules":[{{"toFQDNs":[{names}]}}],"cache_for":{cache_for}}}"#)
 }
 
 fn bench(c: &mut Criterion) {
@@ -68,7 +72,11 @@ fn bench(c: &mut Criterion) {
     let fqdn = dir.join("fqdn_allowlist.wasm");
     if fqdn.is_file() {
         let mut with_fqdn = specs.clone();
-        with_fqdn.insert("fqdn".to_string(), spec("fqdn", &fqdn, fqdn_settings()));
+        with_fqdn.insert(
+            "fqdn-memo".to_string(),
+            spec("fqdn-memo", &fqdn, fqdn_settings(60)),
+        );
+        with_fqdn.insert("fqdn".to_string(), spec("fqdn", &fqdn, fqdn_settings(0)));
         // Settings of the real policy may differ from the guess: then bench the probe only.
         match Policies::build(&engine, &with_fqdn, None, &metrics) {
             Ok(_) => specs = with_fqdn,
