@@ -65,8 +65,8 @@ fn bench(c: &mut Criterion) {
         spec("probe", &probe, probe_settings(None)),
     );
     specs.insert(
-        "memo".to_string(),
-        spec("memo", &probe, probe_settings(Some(60))),
+        "probe-memo".to_string(),
+        spec("probe-memo", &probe, probe_settings(Some(60))),
     );
     let metrics = Metrics::new();
     let fqdn = dir.join("fqdn_allowlist.wasm");

@@ -1,6 +1,8 @@
 //! The policy engine against real components: the test guests of `tests/fixtures/guests`
 //! (`probe.wasm`, `wrong_world.wasm`), built for wasm32-wasip2 into `$ZONEGATE_WASM_DIR`.
-//! Without that variable the tests return early (CI sets it).
+//! Without that variable the tests return early (CI sets it). Build the guests with
+//! `CARGO_TARGET_DIR=/tmp/guests cargo build --release --target wasm32-wasip2
+//! --manifest-path host/tests/fixtures/guests/Cargo.toml` and copy the two `.wasm` files.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
