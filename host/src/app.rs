@@ -20,7 +20,7 @@ use crate::listener::{self, Bound, Inflight, Shared};
 use crate::metrics::http::{self, Endpoints};
 use crate::metrics::{CacheTypeLabels, Label, Metrics};
 use crate::pipeline::Snapshot;
-use crate::policy::PolicyEngine;
+use crate::policy::{EngineOptions, PolicyEngine};
 use crate::reload::{ReloadError, Reloader};
 
 /// Where the configuration comes from (and is reloaded from).
@@ -40,7 +40,9 @@ impl ConfigSource {
         match self {
             ConfigSource::Default => config::default_config(),
             ConfigSource::File(p) => config::load(p),
-            ConfigSource::Aks { path, options } => config::load_aks(path, options, &LoadEnv::default()),
+            ConfigSource::Aks { path, options } => {
+                config::load_aks(path, options, &LoadEnv::default())
+            }
         }
     }
     /// The file to watch, if any.
@@ -103,22 +105,33 @@ pub struct Running {
 /// Phases 2 and 3: builds the first snapshot, binds everything, then serves.
 pub async fn start(opts: RunOptions, config: Config) -> anyhow::Result<Running> {
     let metrics = Metrics::new();
-    let engine = Arc::new(PolicyEngine::new(opts.cache_dir.clone()).context("starting the policy engine")?);
+    let engine = Arc::new(
+        PolicyEngine::new(EngineOptions {
+            cache_dir: opts.cache_dir.as_ref().map(|d| d.join("compiled")),
+            ..EngineOptions::default()
+        })
+        .context("starting the policy engine")?,
+    );
     let snapshot = Snapshot::build(config, None, &engine, &metrics).context("loading policies")?;
     let config = snapshot.config.clone();
 
     // Phase 2: bind everything before serving anything.
     let mut bound = Vec::new();
     for l in &config.listeners {
-        let b = listener::bind(l, config.server.workers).with_context(|| format!("binding {}", l.address))?;
+        let b = listener::bind(l, config.server.workers)
+            .with_context(|| format!("binding {}", l.address))?;
         bound.push(b);
     }
     let obs = &config.observability;
-    let (metrics_l, metrics_addr) =
-        http::bind(obs.metrics).await.with_context(|| format!("binding metrics {}", obs.metrics))?;
-    let (health_l, health_addr) =
-        http::bind(obs.health).await.with_context(|| format!("binding health {}", obs.health))?;
-    let (ready_l, ready_addr) = http::bind(obs.ready).await.with_context(|| format!("binding ready {}", obs.ready))?;
+    let (metrics_l, metrics_addr) = http::bind(obs.metrics)
+        .await
+        .with_context(|| format!("binding metrics {}", obs.metrics))?;
+    let (health_l, health_addr) = http::bind(obs.health)
+        .await
+        .with_context(|| format!("binding health {}", obs.health))?;
+    let (ready_l, ready_addr) = http::bind(obs.ready)
+        .await
+        .with_context(|| format!("binding ready {}", obs.ready))?;
 
     // Phase 3: serve.
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -132,9 +145,17 @@ pub async fn start(opts: RunOptions, config: Config) -> anyhow::Result<Running> 
         ready: false.into(),
         refresh: Box::new(refresh_gauges(shared.clone())),
     });
-    let listeners: Vec<(String, SocketAddr)> = bound.iter().map(|b| (b.info.view.to_string(), b.address)).collect();
+    let listeners: Vec<(String, SocketAddr)> = bound
+        .iter()
+        .map(|b| (b.info.view.to_string(), b.address))
+        .collect();
     let listener_tasks = spawn_listeners(bound, &shared)?;
-    let reloader = Arc::new(Reloader::new(opts.source.clone(), shared.clone(), engine, metrics.clone()));
+    let reloader = Arc::new(Reloader::new(
+        opts.source.clone(),
+        shared.clone(),
+        engine,
+        metrics.clone(),
+    ));
     let other_tasks = vec![
         tokio::spawn(http::serve(metrics_l, endpoints.clone())),
         tokio::spawn(http::serve(health_l, endpoints.clone())),
@@ -188,8 +209,14 @@ impl Running {
         }
         let _ = self.shutdown.send(true);
         let drain = self.shared.snapshot.load().config.server.drain_timeout;
-        if tokio::time::timeout(drain, self.shared.inflight.wait_idle()).await.is_err() {
-            tracing::warn!(left = self.shared.inflight.count(), "drain timeout: abandoning in-flight queries");
+        if tokio::time::timeout(drain, self.shared.inflight.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.shared.inflight.count(),
+                "drain timeout: abandoning in-flight queries"
+            );
         }
         for t in &self.other_tasks {
             t.abort();
@@ -203,11 +230,19 @@ fn spawn_listeners(bound: Vec<Bound>, shared: &Arc<Shared>) -> anyhow::Result<Ve
     for b in bound {
         for s in b.udp {
             let s = UdpSocket::from_std(s).context("registering a UDP socket")?;
-            tasks.push(tokio::spawn(listener::serve_udp(s, b.info.clone(), shared.clone())));
+            tasks.push(tokio::spawn(listener::serve_udp(
+                s,
+                b.info.clone(),
+                shared.clone(),
+            )));
         }
         if let Some(l) = b.tcp {
             let l = TcpListener::from_std(l).context("registering a TCP listener")?;
-            tasks.push(tokio::spawn(listener::serve_tcp(l, b.info.clone(), shared.clone())));
+            tasks.push(tokio::spawn(listener::serve_tcp(
+                l,
+                b.info.clone(),
+                shared.clone(),
+            )));
         }
     }
     Ok(tasks)
@@ -227,7 +262,10 @@ fn refresh_gauges(shared: Arc<Shared>) -> impl Fn() + Send + Sync {
                     view: zone.view.clone(),
                     r#type: kind,
                 };
-                snap.metrics.cache_entries.get_or_create(&labels).set(n as i64);
+                snap.metrics
+                    .cache_entries
+                    .get_or_create(&labels)
+                    .set(n as i64);
             }
         }
     }

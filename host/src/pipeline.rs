@@ -106,13 +106,12 @@ impl Snapshot {
             previous.map(|p| &p.policies),
             metrics,
         )?;
-        let upstreams =
-            Upstreams::build_sized(
-                &config.upstreams,
-                previous.map(|p| &p.upstreams),
-                metrics,
-                config.server.udp_payload_size,
-            );
+        let upstreams = Upstreams::build_sized(
+            &config.upstreams,
+            previous.map(|p| &p.upstreams),
+            metrics,
+            config.server.udp_payload_size,
+        );
         let mut zones = Vec::with_capacity(config.zones.len());
         for spec in &config.zones {
             let upstream = upstreams.get(&spec.forward).cloned().ok_or_else(|| {
@@ -482,8 +481,14 @@ fn new_cache(spec: &ZoneSpec, metrics: &Metrics) -> Cache {
     };
     // One statement per family access: a `get_or_create` guard held across a second call
     // that inserts would deadlock on the family's lock.
-    let success = metrics.cache_evictions.get_or_create(&labels("success")).clone();
-    let denial = metrics.cache_evictions.get_or_create(&labels("denial")).clone();
+    let success = metrics
+        .cache_evictions
+        .get_or_create(&labels("success"))
+        .clone();
+    let denial = metrics
+        .cache_evictions
+        .get_or_create(&labels("denial"))
+        .clone();
     let counters = EvictionCounters { success, denial };
     Cache::with_eviction_counters(spec.cache.clone(), counters)
 }

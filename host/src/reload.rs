@@ -118,7 +118,10 @@ impl Reloader {
                 let labels = ResultLabels { result: "failure" };
                 self.metrics.reloads.get_or_create(&labels).inc();
                 self.metrics.reload_failed.inc();
-                tracing::error!(trigger = why, "reload rejected, previous configuration keeps serving: {e}");
+                tracing::error!(
+                    trigger = why,
+                    "reload rejected, previous configuration keeps serving: {e}"
+                );
             }
         }
         // A successful reload may watch new policy files: measure against the new config.

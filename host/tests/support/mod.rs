@@ -54,15 +54,24 @@ min_ttl = 1
 
 /// Starts zonegate in this process from TOML text.
 pub async fn start(toml: &str) -> Running {
-    let config = config::parse(toml, "test.toml", &LoadEnv::default()).unwrap_or_else(|e| panic!("config: {e}"));
-    let opts = RunOptions { source: ConfigSource::Default, ready_file: None, cache_dir: None };
+    let config = config::parse(toml, "test.toml", &LoadEnv::default())
+        .unwrap_or_else(|e| panic!("config: {e}"));
+    let opts = RunOptions {
+        source: ConfigSource::Default,
+        ready_file: None,
+        cache_dir: None,
+    };
     app::start(opts, config).await.expect("start")
 }
 
 /// Starts zonegate from a config file (so `reload` re-reads it).
 pub async fn start_file(path: PathBuf) -> Running {
     let config = config::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
-    let opts = RunOptions { source: ConfigSource::File(path), ready_file: None, cache_dir: None };
+    let opts = RunOptions {
+        source: ConfigSource::File(path),
+        ready_file: None,
+        cache_dir: None,
+    };
     app::start(opts, config).await.expect("start")
 }
 

@@ -1,0 +1,263 @@
+//! The process's one wasmtime `Engine`: epoch ticker, compilation deduplicated by content
+//! digest with an on-disk artifact cache, and linking a component into an `InstancePre`.
+//! Runs off the hot path (load and reload).
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use super::PolicyError;
+use super::bindings::{Bindings, BindingsPre, HOST_IMPORT};
+use super::store::GuestState;
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Where precompiled artifacts are kept across restarts; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+    /// Epoch tick: the granularity of call deadlines.
+    pub epoch_tick: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            cache_dir: None,
+            epoch_tick: Duration::from_micros(250),
+        }
+    }
+}
+
+/// The wasmtime engine shared by every policy of the process (create one, clone freely).
+#[derive(Clone)]
+pub struct PolicyEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    tick: Duration,
+    cache_dir: Option<PathBuf>,
+    compat: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A compiled, linked component, shared by every policy loaded from the same bytes.
+#[derive(Clone)]
+pub(crate) struct Compiled {
+    pub(crate) digest: Arc<str>,
+    pub(crate) pre: BindingsPre<GuestState>,
+    pub(crate) imports: Vec<String>,
+}
+
+impl PolicyEngine {
+    /// Creates the engine and starts its epoch ticker thread (stopped when the last clone
+    /// is dropped).
+    pub fn new(opts: EngineOptions) -> Result<Self, PolicyError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.concurrency_support(false);
+        let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+        let compat = compat_hash(&engine);
+        let tick = opts.epoch_tick.max(Duration::from_micros(10));
+        let stop = Arc::new(AtomicBool::new(false));
+        spawn_ticker(engine.clone(), tick, stop.clone())?;
+        let cache_dir = opts.cache_dir;
+        Ok(PolicyEngine {
+            inner: Arc::new(Inner {
+                engine,
+                tick,
+                cache_dir,
+                compat,
+                stop,
+            }),
+        })
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Epoch ticks covering at least `d` (one extra: the first tick may come at once).
+    pub(crate) fn ticks(&self, d: Duration) -> u64 {
+        let tick = self.inner.tick.as_nanos().max(1);
+        u64::try_from(d.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX / 2) + 1
+    }
+
+    /// Compiles (or loads from the disk cache) and links `bytes`; `policy` names errors.
+    pub(crate) fn compile(&self, policy: &str, bytes: &[u8]) -> Result<Compiled, PolicyError> {
+        let digest = digest(bytes);
+        let component = self.component(policy, bytes, &digest)?;
+        self.link(policy, &component, digest.into())
+    }
+
+    fn component(
+        &self,
+        policy: &str,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<Component, PolicyError> {
+        let engine = &self.inner.engine;
+        let cached = self.cache_path(digest);
+        if let Some(c) = cached.as_deref().and_then(|path| load_cached(engine, path)) {
+            return Ok(c);
+        }
+        let component = Component::new(engine, bytes).map_err(|e| PolicyError::Compile {
+            policy: policy.into(),
+            reason: format!("{e:#}"),
+        })?;
+        if let Some(path) = &cached {
+            store_cached(&component, path);
+        }
+        Ok(component)
+    }
+
+    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
+        let dir = self.inner.cache_dir.as_ref()?;
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        Some(dir.join(format!("{hex}-{}.cwasm", self.inner.compat)))
+    }
+
+    fn link(&self, policy: &str, c: &Component, digest: Arc<str>) -> Result<Compiled, PolicyError> {
+        let wrong = |reason: String| PolicyError::WrongWorld {
+            policy: policy.into(),
+            reason,
+        };
+        let imports = check_imports(&self.inner.engine, c).map_err(wrong)?;
+        let mut linker = Linker::<GuestState>::new(&self.inner.engine);
+        Bindings::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
+            .map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+        // wasm32-wasip2 guests import WASI interfaces they never call: calling one traps.
+        linker
+            .define_unknown_imports_as_traps(c)
+            .map_err(|e| wrong(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(c)
+            .map_err(|e| wrong(format!("{e:#}")))?;
+        let pre = BindingsPre::new(pre).map_err(|e| wrong(format!("{e:#}")))?;
+        Ok(Compiled {
+            digest,
+            pre,
+            imports,
+        })
+    }
+}
+
+/// `sha256:<hex>` of the bytes: the identity of a policy module.
+pub fn digest(bytes: &[u8]) -> String {
+    let sum = Sha256::digest(bytes);
+    let mut s = String::with_capacity(7 + 64);
+    s.push_str("sha256:");
+    for b in sum {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn compat_hash(engine: &Engine) -> String {
+    // DefaultHasher::new() has fixed keys: stable for one build of the binary, which is
+    // all the artifact cache needs (a new build has a new compatibility hash anyway).
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+fn spawn_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) -> Result<(), PolicyError> {
+    std::thread::Builder::new()
+        .name("policy-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                engine.increment_epoch();
+            }
+        })
+        .map(drop)
+        .map_err(|e| PolicyError::Engine(format!("epoch thread: {e}")))
+}
+
+/// Imports must be the host interface of this version or WASI (stubbed as traps): anything
+/// else means the component was built for another host.
+fn check_imports(engine: &Engine, c: &Component) -> Result<Vec<String>, String> {
+    let ty = c.component_type();
+    let mut names = Vec::new();
+    for (name, _) in ty.imports(engine) {
+        let known = name.starts_with("wasi:")
+            || name == HOST_IMPORT
+            || name.starts_with("zonegate:policy/types@0.1.");
+        if !known {
+            return Err(format!(
+                "imports `{name}`, which this host does not provide"
+            ));
+        }
+        names.push(name.to_string());
+    }
+    Ok(names)
+}
+
+fn load_cached(engine: &Engine, path: &Path) -> Option<Component> {
+    if !path.is_file() {
+        return None;
+    }
+    // SAFETY: the file is in our own cache directory, written by `store_cached` from a
+    // component this engine compiled, and named by the engine's compatibility hash.
+    match unsafe { Component::deserialize_file(engine, path) } {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring bad cached policy artifact");
+            let _ = std::fs::remove_file(path);
+            None
+        }
+    }
+}
+
+fn store_cached(c: &Component, path: &Path) {
+    let write = || -> std::io::Result<()> {
+        let bytes = c.serialize().map_err(std::io::Error::other)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled policy");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_is_sha256_hex() {
+        assert_eq!(
+            digest(b"abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn ticks_cover_the_deadline() {
+        let e = PolicyEngine::new(EngineOptions {
+            cache_dir: None,
+            epoch_tick: Duration::from_micros(250),
+        });
+        let Ok(e) = e else { panic!("engine") };
+        for (d, want) in [(1000, 5), (250, 2), (1, 2), (1001, 6)] {
+            assert_eq!(e.ticks(Duration::from_micros(d)), want, "{d} µs");
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! One loaded policy: its compiled component, limits, `on_error`, metrics handles, and the
+//! instantiate → `init` → `decide` calls under those limits. Worker threads call into it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use wasmtime::Store;
+
+use super::bindings::{Bindings, QueryBuf, convert};
+use super::engine::{Compiled, PolicyEngine};
+use super::store::{GuestState, MemoryCapExceeded};
+use super::{DenyKind, PolicyError, PolicyQuery, Verdict};
+use crate::config::OnError;
+use crate::metrics::{Label, Metrics, PolicyErrorLabels, PolicyLabels, PolicyVerdictLabels};
+
+/// How long `init` may run (large settings, e.g. a 100,000-name blocklist, are compiled there).
+const INIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Failures of one policy are logged at most once per this interval.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What went wrong with a guest: the `kind` label of `zonegate_policy_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    Trap,
+    Timeout,
+    Memory,
+    Instantiate,
+    Init,
+    /// Skipped the guest while backing off after a failure.
+    Backoff,
+}
+
+impl FailureKind {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            FailureKind::Trap => "trap",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Memory => "memory",
+            FailureKind::Instantiate => "instantiate",
+            FailureKind::Init => "init",
+            FailureKind::Backoff => "backoff",
+        }
+    }
+
+    pub(crate) fn of(e: &wasmtime::Error) -> Self {
+        if e.chain().any(|c| c.is::<MemoryCapExceeded>()) {
+            FailureKind::Memory
+        } else if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+            FailureKind::Timeout
+        } else {
+            FailureKind::Trap
+        }
+    }
+}
+
+/// A guest failure with its description.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) kind: FailureKind,
+    pub(crate) reason: String,
+}
+
+impl Failure {
+    fn from_call(e: &wasmtime::Error) -> Self {
+        Failure {
+            kind: FailureKind::of(e),
+            reason: format!("{e:#}"),
+        }
+    }
+}
+
+/// A live instance: one per worker thread and policy.
+pub(crate) struct Live {
+    pub(crate) store: Store<GuestState>,
+    pub(crate) bindings: Bindings,
+}
+
+/// Per-call limits and the settings passed to `init`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Limits {
+    pub(crate) on_error: OnError,
+    pub(crate) timeout: Duration,
+    pub(crate) memory_limit: usize,
+    pub(crate) settings: String,
+}
+
+/// Metric handles resolved once at load so the hot path only bumps atomics.
+struct Counters {
+    allow: Counter,
+    deny: Counter,
+    route: Counter,
+    answer: Counter,
+    duration: Histogram,
+    errors: Family<PolicyErrorLabels, Counter>,
+}
+
+/// A policy ready to run on any thread.
+pub(crate) struct LoadedPolicy {
+    pub(crate) id: u64,
+    pub(crate) name: Arc<str>,
+    pub(crate) limits: Limits,
+    pub(crate) compiled: Compiled,
+    engine: PolicyEngine,
+    deadline_ticks: u64,
+    init_ticks: u64,
+    counters: Counters,
+    next_log_ms: AtomicU64,
+    suppressed: AtomicU64,
+    pub(crate) instantiations: AtomicU64,
+}
+
+impl Drop for LoadedPolicy {
+    fn drop(&mut self) {
+        super::worker::policy_dropped();
+    }
+}
+
+impl LoadedPolicy {
+    pub(crate) fn new(
+        engine: &PolicyEngine,
+        name: &str,
+        limits: Limits,
+        compiled: Compiled,
+        metrics: &Metrics,
+    ) -> Self {
+        let name: Arc<str> = name.into();
+        LoadedPolicy {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            deadline_ticks: engine.ticks(limits.timeout),
+            init_ticks: engine.ticks(INIT_TIMEOUT),
+            counters: counters(metrics, &name),
+            name,
+            limits,
+            compiled,
+            engine: engine.clone(),
+            next_log_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+            instantiations: AtomicU64::new(0),
+        }
+    }
+
+    /// Instantiates and runs `init` with the policy's settings.
+    pub(crate) fn instantiate(&self) -> Result<Live, Failure> {
+        self.instantiations.fetch_add(1, Ordering::Relaxed);
+        let state = GuestState::new(self.name.clone(), self.limits.memory_limit);
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(GuestState::limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.init_ticks);
+        let bindings = self.compiled.pre.instantiate(&mut store).map_err(|e| {
+            let kind = match FailureKind::of(&e) {
+                FailureKind::Memory => FailureKind::Memory,
+                _ => FailureKind::Instantiate,
+            };
+            Failure {
+                kind,
+                reason: format!("{e:#}"),
+            }
+        })?;
+        match bindings.call_init(&mut store, &self.limits.settings) {
+            Ok(Ok(())) => Ok(Live { store, bindings }),
+            Ok(Err(msg)) => Err(Failure {
+                kind: FailureKind::Init,
+                reason: msg,
+            }),
+            Err(e) => Err(Failure::from_call(&e)),
+        }
+    }
+
+    /// Loads once off the hot path: a failure rejects the policy.
+    pub(crate) fn validate(&self) -> Result<(), PolicyError> {
+        self.instantiate().map(drop).map_err(|f| match f.kind {
+            FailureKind::Init => PolicyError::InitRejected {
+                policy: self.name.to_string(),
+                message: f.reason,
+            },
+            kind => PolicyError::Guest {
+                policy: self.name.to_string(),
+                kind: kind.label(),
+                reason: f.reason,
+            },
+        })
+    }
+
+    /// Instantiates and decides one query on a fresh instance, reporting any failure.
+    pub(crate) fn decide_once(&self, q: &PolicyQuery<'_>) -> Result<Verdict, Failure> {
+        let mut live = self.instantiate()?;
+        live.store.set_epoch_deadline(self.deadline_ticks);
+        let mut buf = QueryBuf::default();
+        let d = live.bindings.call_decide(&mut live.store, buf.fill(q));
+        let d = d.map_err(|e| Failure::from_call(&e))?;
+        Ok(convert(d, |r| Arc::from(r)).verdict)
+    }
+
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        self.deadline_ticks
+    }
+
+    /// The verdict standing in for the guest after a failure.
+    pub(crate) fn fallback(&self) -> Verdict {
+        match self.limits.on_error {
+            OnError::Deny => Verdict::Deny(DenyKind::Refused),
+            OnError::Allow => Verdict::Allow,
+        }
+    }
+
+    pub(crate) fn count(&self, v: &Verdict) {
+        let c = &self.counters;
+        match v {
+            Verdict::Allow => c.allow.inc(),
+            Verdict::Deny(_) => c.deny.inc(),
+            Verdict::Route(_) => c.route.inc(),
+            Verdict::Answer(_) => c.answer.inc(),
+        };
+    }
+
+    pub(crate) fn observe(&self, elapsed: Duration) {
+        self.counters.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a failure, logs it (at most once per second per policy) and returns the
+    /// `on_error` verdict.
+    pub(crate) fn failed(&self, f: &Failure) -> Verdict {
+        let labels = PolicyErrorLabels {
+            policy: Label(self.name.clone()),
+            kind: f.kind.label(),
+        };
+        self.counters.errors.get_or_create(&labels).inc();
+        if self.log_gate() {
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                policy = %self.name,
+                kind = f.kind.label(),
+                error = %f.reason,
+                suppressed,
+                on_error = ?self.limits.on_error,
+                "policy failed"
+            );
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.fallback()
+    }
+
+    fn log_gate(&self) -> bool {
+        let now = millis_since_start();
+        let next = self.next_log_ms.load(Ordering::Relaxed);
+        now >= next
+            && self
+                .next_log_ms
+                .compare_exchange(
+                    next,
+                    now + LOG_EVERY.as_millis() as u64,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+}
+
+fn millis_since_start() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+fn counters(metrics: &Metrics, name: &Arc<str>) -> Counters {
+    let verdict = |v: &'static str| {
+        let labels = PolicyVerdictLabels {
+            policy: Label(name.clone()),
+            verdict: v,
+        };
+        metrics.policy_decisions.get_or_create(&labels).clone()
+    };
+    let labels = PolicyLabels {
+        policy: Label(name.clone()),
+    };
+    Counters {
+        allow: verdict("allow"),
+        deny: verdict("deny"),
+        route: verdict("route"),
+        answer: verdict("answer"),
+        duration: metrics.policy_duration.get_or_create(&labels).clone(),
+        errors: metrics.policy_errors.clone(),
+    }
+}
