@@ -1,4 +1,6 @@
-//! Command line: `run`, `check`, `import-aks` (and `policy …`).
+//! Command line: `run`, `check`, `import-aks`, `policy …`.
+
+pub mod policy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +56,9 @@ pub enum Command {
         #[command(flatten)]
         aks_opts: AksArgs,
     },
+    /// Work with policy components.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +136,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 Err(e) => invalid(&e),
             }
         }
+        Command::Policy(cmd) => policy::main(cmd),
         Command::ImportAks { file, aks_opts } => {
             let source = ConfigSource::Aks {
                 path: file,

@@ -213,7 +213,12 @@ fn init_rejection_and_wrong_world_fail_the_load() {
         "policy egress: init rejected settings: rules: expected a list"
     );
 
-    let wrong = spec("wrong", &dir.join("guest_wrong_world.wasm"), "{}", OnError::Deny);
+    let wrong = spec(
+        "wrong",
+        &dir.join("guest_wrong_world.wasm"),
+        "{}",
+        OnError::Deny,
+    );
     let err = build(vec![("wrong".into(), wrong)], &m)
         .err()
         .expect("wrong world");
