@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{self, ConfigSource, RunOptions};
 use crate::config::{self, AksOptions};
+use crate::netsetup;
 
 /// Exit status for a configuration that does not validate (EX_DATAERR… as CoreDNS-style
 /// tools use EX_USAGE, 64).
@@ -77,6 +78,52 @@ pub struct RunArgs {
     /// Cache directory for compiled policies and pulled OCI content.
     #[arg(long, env = "ZONEGATE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub setup: SetupArgs,
+}
+
+/// Host-network mode, as node-local-dns's `-setupinterface` / `-setupiptables`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Create a dummy interface holding the listen addresses (and re-check it periodically).
+    #[arg(long)]
+    pub setup_interface: bool,
+    /// Its name.
+    #[arg(long, default_value = netsetup::DEFAULT_INTERFACE)]
+    pub interface_name: String,
+    /// Install raw NOTRACK and filter ACCEPT rules for the listen addresses and ports.
+    #[arg(long)]
+    pub setup_iptables: bool,
+    /// Leave the interface and rules in place on exit (rolling updates: the next pod adopts them).
+    #[arg(long)]
+    pub skip_teardown: bool,
+}
+
+impl SetupArgs {
+    /// The setup for `config`'s listeners, if any was asked for.
+    fn options(&self, config: &config::Config) -> Option<netsetup::SetupOptions> {
+        if !self.setup_interface && !self.setup_iptables {
+            return None;
+        }
+        let mut addresses: Vec<_> = config
+            .listeners
+            .iter()
+            .map(|l| l.address.ip())
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        addresses.dedup();
+        let mut ports: Vec<_> = config.listeners.iter().map(|l| l.address.port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        Some(netsetup::SetupOptions {
+            interface: self.setup_interface.then(|| self.interface_name.clone()),
+            addresses,
+            iptables: self.setup_iptables,
+            ports,
+            skip_teardown: self.skip_teardown,
+            ..netsetup::SetupOptions::default()
+        })
+    }
 }
 
 /// Addresses for the AKS importer.
@@ -166,10 +213,12 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return invalid(&e),
     };
+    let setup = args.setup.options(&config);
     let opts = RunOptions {
         source,
         ready_file: args.ready_file,
         cache_dir: args.cache_dir,
+        setup,
     };
     match app::run(opts, config) {
         Ok(()) => ExitCode::SUCCESS,
