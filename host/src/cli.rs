@@ -91,12 +91,23 @@ pub struct SetupArgs {
     /// Its name.
     #[arg(long, default_value = netsetup::DEFAULT_INTERFACE)]
     pub interface_name: String,
+    /// Its link type: `dummy` (as node-local-dns), or `ifb` on kernels built without the
+    /// dummy driver.
+    #[arg(long, value_enum, default_value_t = InterfaceKind::Dummy)]
+    pub interface_kind: InterfaceKind,
     /// Install raw NOTRACK and filter ACCEPT rules for the listen addresses and ports.
     #[arg(long)]
     pub setup_iptables: bool,
     /// Leave the interface and rules in place on exit (rolling updates: the next pod adopts them).
     #[arg(long)]
     pub skip_teardown: bool,
+}
+
+/// The link type of the node interface.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum InterfaceKind {
+    Dummy,
+    Ifb,
 }
 
 impl SetupArgs {
@@ -117,6 +128,10 @@ impl SetupArgs {
         ports.dedup();
         Some(netsetup::SetupOptions {
             interface: self.setup_interface.then(|| self.interface_name.clone()),
+            kind: match self.interface_kind {
+                InterfaceKind::Dummy => netsetup::LinkKind::Dummy,
+                InterfaceKind::Ifb => netsetup::LinkKind::Ifb,
+            },
             addresses,
             iptables: self.setup_iptables,
             ports,
