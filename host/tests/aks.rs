@@ -132,8 +132,7 @@ fn aks_rules_are_enforced() {
         ..AksOptions::default()
     };
     let err = config::parse_aks(&bad, "localdnsconfig.json", &options, &LoadEnv::default())
-        .err()
-        .expect("rejected");
+        .map(|_| ()).expect_err("rejected");
     let text = err.to_string();
     assert!(text.contains("ClusterCoreDNS"), "{text}");
     assert!(text.contains("extra"), "{text}");
