@@ -132,7 +132,8 @@ fn aks_rules_are_enforced() {
         ..AksOptions::default()
     };
     let err = config::parse_aks(&bad, "localdnsconfig.json", &options, &LoadEnv::default())
-        .map(|_| ()).expect_err("rejected");
+        .map(|_| ())
+        .expect_err("rejected");
     let text = err.to_string();
     assert!(text.contains("ClusterCoreDNS"), "{text}");
     assert!(text.contains("extra"), "{text}");

@@ -403,3 +403,76 @@ source = "file:{dir}/guest_bad_settings.wasm"
         "{err:#}"
     );
 }
+
+#[test]
+fn policy_test_and_check_commands_work_for_authors() {
+    let Some(_) = wasm("fqdn_allowlist.wasm") else {
+        return;
+    };
+    let dir = std::env::var_os("ZONEGATE_WASM_DIR")
+        .map(PathBuf::from)
+        .unwrap();
+    let policy = dir.join("fqdn_allowlist.wasm");
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = tmp.path().join("settings.json");
+    std::fs::write(
+        &settings,
+        r#"{"rules": [{"cidrs": ["10.0.0.0/8"], "toFQDNs": [{"matchPattern": "*.stripe.com"}]}], "default_action": "nxdomain"}"#,
+    )
+    .unwrap();
+    let cases = tmp.path().join("cases.json");
+    std::fs::write(
+        &cases,
+        r#"[{"query": "api.stripe.com/A", "client": "10.1.2.3", "expect": "allow"},
+            {"query": "api.stripe.com", "client": "192.168.1.1", "expect": "deny:nxdomain"},
+            {"query": "stripe.com/AAAA", "client": "10.1.2.3", "expect": "deny:nxdomain"}]"#,
+    )
+    .unwrap();
+    let run = |args: &[&std::ffi::OsStr]| Zonegate::command().unwrap().args(args).output().unwrap();
+    let out = run(&[
+        "policy".as_ref(),
+        "test".as_ref(),
+        "--policy".as_ref(),
+        policy.as_os_str(),
+        "--settings".as_ref(),
+        settings.as_os_str(),
+        "--cases".as_ref(),
+        cases.as_os_str(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("3 passed, 0 failed"), "{text}");
+    // A wrong expectation fails the run.
+    std::fs::write(
+        &cases,
+        r#"[{"query": "api.stripe.com", "client": "10.1.2.3", "expect": "deny:refused"}]"#,
+    )
+    .unwrap();
+    let out = run(&[
+        "policy".as_ref(),
+        "test".as_ref(),
+        "--policy".as_ref(),
+        policy.as_os_str(),
+        "--settings".as_ref(),
+        settings.as_os_str(),
+        "--cases".as_ref(),
+        cases.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    let out = run(&["policy".as_ref(), "check".as_ref(), policy.as_os_str()]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("implements zonegate:policy/policy@0.1.0")
+    );
+    let wrong = dir.join("guest_wrong_world.wasm");
+    let out = run(&["policy".as_ref(), "check".as_ref(), wrong.as_os_str()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not implement world"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
