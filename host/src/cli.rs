@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub mod oci;
+
 use crate::app::{self, ConfigSource, RunOptions};
 use crate::config::{self, AksOptions};
 
@@ -54,6 +56,22 @@ pub enum Command {
         #[command(flatten)]
         aks_opts: AksArgs,
     },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+/// `zonegate policy …`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Push policies to a registry as a CNCF Wasm OCI artifact; prints the manifest digest.
+    Push(oci::PushArgs),
+    /// Pull an artifact's policies (NAME.wasm), settings and manifest into a directory.
+    Pull(oci::PullArgs),
+    /// Show an artifact's manifest digest, annotations, WIT world and layers.
+    Inspect(oci::InspectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +149,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 Err(e) => invalid(&e),
             }
         }
+        Command::Policy { command } => policy(command),
         Command::ImportAks { file, aks_opts } => {
             let source = ConfigSource::Aks {
                 path: file,
@@ -144,6 +163,14 @@ pub fn main(cli: Cli) -> ExitCode {
                 Err(e) => invalid(&e),
             }
         }
+    }
+}
+
+fn policy(command: PolicyCommand) -> ExitCode {
+    match command {
+        PolicyCommand::Push(args) => oci::push(args),
+        PolicyCommand::Pull(args) => oci::pull(args),
+        PolicyCommand::Inspect(args) => oci::inspect(args),
     }
 }
 
