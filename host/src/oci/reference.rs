@@ -160,12 +160,12 @@ mod tests {
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
+    /// (registry, repository, tag, pinned, policy)
+    type Parts<'a> = (&'a str, &'a str, Option<&'a str>, bool, Option<&'a str>);
+
     #[test]
     fn parses_tags_digests_and_fragments() {
-        let cases: [(
-            String,
-            Option<(&str, &str, Option<&str>, bool, Option<&str>)>,
-        ); 11] = [
+        let cases: [(String, Option<Parts<'_>>); 11] = [
             (
                 "oci://ghcr.io/z/p:1".into(),
                 Some(("ghcr.io", "z/p", Some("1"), false, None)),
