@@ -533,7 +533,7 @@ pull_timeout = "2s"
     );
     assert!(metric_sum(&zg, "zonegate_oci_pulls_total", &[("result", "failure")]) >= 1.0);
     // Ready regardless (documented in docs/oci.md): the listeners serve, on_error decides.
-    let ready = reqwest_free_get(zg.ready_addr).await;
+    let ready = http_get_ready(zg.ready_addr).await;
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
 
     // The registry comes up with the artifact: the next refresh loads it.
@@ -568,7 +568,7 @@ pull_timeout = "2s"
 }
 
 /// `GET /ready` with a plain socket: the status line.
-async fn reqwest_free_get(addr: SocketAddr) -> String {
+async fn http_get_ready(addr: SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -577,4 +577,46 @@ async fn reqwest_free_get(addr: SocketAddr) -> String {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out).await;
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_that_fails_init_is_rejected_and_the_old_keeps_serving() {
+    let Some(dir) = wasm_dir() else { return };
+    let reg = Registry::start("reject");
+    let reference = reg.oci("p:live");
+    let v1 = blocklist(&dir, 1, "one.test");
+    push(&reference, &v1).await;
+    let up = upstream();
+    let tmp = temp_dir("reject");
+    let policies = format!("[policies.p]\nsource = \"{reference}\"\non_error = \"deny\"\n");
+    let cache = tmp.join("cache");
+    let path = write_config(&tmp, up.addr(), &reg.host(), &cache, &policies, "[\"p\"]");
+    let zg = start_file(path.clone()).await;
+    let rejected =
+        |zg: &Running| metric_sum(zg, "zonegate_oci_pulls_total", &[("result", "rejected")]);
+    // v2's settings layer is something the blocklist's init refuses.
+    let mut v2 = blocklist(&dir, 2, "two.test");
+    v2.settings = Some(serde_json::Map::from_iter([(
+        "p".to_string(),
+        serde_json::json!({ "domains": 5 }),
+    )]));
+    push(&reference, &v2).await;
+    let pushed = Instant::now();
+    while rejected(&zg) < 1.0 && pushed.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rejected(&zg), 1.0);
+    let v1_digest = sha256(&v1.policies[0].1);
+    let snap = zg.shared.snapshot.load_full();
+    assert_eq!(snap.policies.digest("p"), Some(v1_digest.as_str()));
+    drop(snap);
+    assert_eq!(rcode(&zg, "one.test.").await, ResponseCode::NXDomain);
+    zg.drain().await;
+    // A restart still starts from the last good version: the rejected one is never recorded.
+    let zg = start_file(path).await;
+    let snap = zg.shared.snapshot.load_full();
+    assert_eq!(snap.policies.digest("p"), Some(v1_digest.as_str()));
+    drop(snap);
+    zg.drain().await;
+    let _ = std::fs::remove_dir_all(tmp);
 }
