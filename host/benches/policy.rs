@@ -2,7 +2,7 @@
 //! under epoch interruption and the policy's own work. Target (issue 3): ≤ 0.5 µs median
 //! for an allowlist of 20 rules.
 //!
-//! Needs `$ZONEGATE_WASM_DIR` with `probe.wasm` (host/tests/fixtures/guests) and, when
+//! Needs `$ZONEGATE_WASM_DIR` with `guest_probe.wasm` (tests/guests) and, when
 //! present, `fqdn_allowlist.wasm` (policies/); without the variable the bench does nothing.
 
 use std::collections::BTreeMap;
@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
     };
     let engine = PolicyEngine::new(EngineOptions::default()).expect("engine");
     let mut specs = BTreeMap::new();
-    let probe = dir.join("probe.wasm");
+    let probe = dir.join("guest_probe.wasm");
     specs.insert(
         "probe".to_string(),
         spec("probe", &probe, probe_settings(None)),

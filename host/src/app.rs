@@ -19,6 +19,7 @@ use crate::config::{self, AksOptions, Config, LoadEnv};
 use crate::listener::{self, Bound, Inflight, Shared};
 use crate::metrics::http::{self, Endpoints};
 use crate::metrics::{CacheTypeLabels, Label, Metrics};
+use crate::netsetup::{NodeSetup, SetupOptions};
 use crate::pipeline::Snapshot;
 use crate::policy::{EngineOptions, PolicyEngine};
 use crate::reload::{ReloadError, Reloader};
@@ -62,6 +63,8 @@ pub struct RunOptions {
     pub ready_file: Option<PathBuf>,
     /// Where compiled policies (and pulled OCI content) are cached.
     pub cache_dir: Option<PathBuf>,
+    /// Host-network mode: interface and iptables set-up before binding.
+    pub setup: Option<SetupOptions>,
 }
 
 /// Phase 1 happened in the caller (the config is valid); builds the runtime and runs until
@@ -74,7 +77,18 @@ pub fn run(opts: RunOptions, config: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
-        let running = start(opts, config).await?;
+        let metrics = Metrics::new();
+        // The interface must hold the listen addresses before they can be bound.
+        let setup = match opts.setup.clone() {
+            Some(o) => Some(
+                NodeSetup::start(o, metrics.clone())
+                    .await
+                    .context("setting up the node interface")?,
+            ),
+            None => None,
+        };
+        let recheck = setup.as_ref().map(NodeSetup::spawn_recheck);
+        let running = start_with(opts, config, metrics).await?;
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         tokio::select! {
@@ -82,6 +96,12 @@ pub fn run(opts: RunOptions, config: Config) -> anyhow::Result<()> {
             _ = int.recv() => tracing::info!("SIGINT: draining"),
         }
         running.drain().await;
+        if let Some(task) = recheck {
+            task.abort();
+        }
+        if let Some(setup) = setup {
+            setup.teardown().await;
+        }
         Ok(())
     })
 }
@@ -104,7 +124,15 @@ pub struct Running {
 
 /// Phases 2 and 3: builds the first snapshot, binds everything, then serves.
 pub async fn start(opts: RunOptions, config: Config) -> anyhow::Result<Running> {
-    let metrics = Metrics::new();
+    start_with(opts, config, Metrics::new()).await
+}
+
+/// [`start`] with the process's metrics registry.
+pub async fn start_with(
+    opts: RunOptions,
+    config: Config,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Running> {
     let engine = Arc::new(
         PolicyEngine::new(EngineOptions {
             cache_dir: opts.cache_dir.as_ref().map(|d| d.join("compiled")),

@@ -1,4 +1,7 @@
-//! Command line: `run`, `check`, `import-aks` (and `policy …`).
+//! Command line: `run`, `check`, `import-aks`, `policy …`.
+
+pub mod oci;
+pub mod policy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,10 +9,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub mod oci;
-
 use crate::app::{self, ConfigSource, RunOptions};
 use crate::config::{self, AksOptions};
+use crate::netsetup;
 
 /// Exit status for a configuration that does not validate (EX_DATAERR… as CoreDNS-style
 /// tools use EX_USAGE, 64).
@@ -56,22 +58,9 @@ pub enum Command {
         #[command(flatten)]
         aks_opts: AksArgs,
     },
-    /// Policy tools.
-    Policy {
-        #[command(subcommand)]
-        command: PolicyCommand,
-    },
-}
-
-/// `zonegate policy …`.
-#[derive(Debug, Subcommand)]
-pub enum PolicyCommand {
-    /// Push policies to a registry as a CNCF Wasm OCI artifact; prints the manifest digest.
-    Push(oci::PushArgs),
-    /// Pull an artifact's policies (NAME.wasm), settings and manifest into a directory.
-    Pull(oci::PullArgs),
-    /// Show an artifact's manifest digest, annotations, WIT world and layers.
-    Inspect(oci::InspectArgs),
+    /// Work with policy components.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +79,67 @@ pub struct RunArgs {
     /// Cache directory for compiled policies and pulled OCI content.
     #[arg(long, env = "ZONEGATE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub setup: SetupArgs,
+}
+
+/// Host-network mode, as node-local-dns's `-setupinterface` / `-setupiptables`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Create a dummy interface holding the listen addresses (and re-check it periodically).
+    #[arg(long)]
+    pub setup_interface: bool,
+    /// Its name.
+    #[arg(long, default_value = netsetup::DEFAULT_INTERFACE)]
+    pub interface_name: String,
+    /// Its link type: `dummy` (as node-local-dns), or `ifb` on kernels built without the
+    /// dummy driver.
+    #[arg(long, value_enum, default_value_t = InterfaceKind::Dummy)]
+    pub interface_kind: InterfaceKind,
+    /// Install raw NOTRACK and filter ACCEPT rules for the listen addresses and ports.
+    #[arg(long)]
+    pub setup_iptables: bool,
+    /// Leave the interface and rules in place on exit (rolling updates: the next pod adopts them).
+    #[arg(long)]
+    pub skip_teardown: bool,
+}
+
+/// The link type of the node interface.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum InterfaceKind {
+    Dummy,
+    Ifb,
+}
+
+impl SetupArgs {
+    /// The setup for `config`'s listeners, if any was asked for.
+    fn options(&self, config: &config::Config) -> Option<netsetup::SetupOptions> {
+        if !self.setup_interface && !self.setup_iptables {
+            return None;
+        }
+        let mut addresses: Vec<_> = config
+            .listeners
+            .iter()
+            .map(|l| l.address.ip())
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        addresses.dedup();
+        let mut ports: Vec<_> = config.listeners.iter().map(|l| l.address.port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        Some(netsetup::SetupOptions {
+            interface: self.setup_interface.then(|| self.interface_name.clone()),
+            kind: match self.interface_kind {
+                InterfaceKind::Dummy => netsetup::LinkKind::Dummy,
+                InterfaceKind::Ifb => netsetup::LinkKind::Ifb,
+            },
+            addresses,
+            iptables: self.setup_iptables,
+            ports,
+            skip_teardown: self.skip_teardown,
+            ..netsetup::SetupOptions::default()
+        })
+    }
 }
 
 /// Addresses for the AKS importer.
@@ -149,7 +199,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 Err(e) => invalid(&e),
             }
         }
-        Command::Policy { command } => policy(command),
+        Command::Policy(cmd) => policy::main(cmd),
         Command::ImportAks { file, aks_opts } => {
             let source = ConfigSource::Aks {
                 path: file,
@@ -166,14 +216,6 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn policy(command: PolicyCommand) -> ExitCode {
-    match command {
-        PolicyCommand::Push(args) => oci::push(args),
-        PolicyCommand::Pull(args) => oci::pull(args),
-        PolicyCommand::Inspect(args) => oci::inspect(args),
-    }
-}
-
 fn run(args: RunArgs) -> ExitCode {
     let source = match (args.config, args.aks_config) {
         (Some(p), _) => ConfigSource::File(p),
@@ -187,10 +229,12 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return invalid(&e),
     };
+    let setup = args.setup.options(&config);
     let opts = RunOptions {
         source,
         ready_file: args.ready_file,
         cache_dir: args.cache_dir,
+        setup,
     };
     match app::run(opts, config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -35,6 +35,10 @@ pub enum BuildError {
     Policy(#[from] PolicyError),
     #[error("zone {zone}: upstream group {group:?} missing")]
     MissingUpstream { zone: String, group: String },
+    #[error(
+        "policy {policy}: routes to upstream group {group:?}, which the configuration does not define"
+    )]
+    UnknownRoute { policy: String, group: String },
 }
 
 /// One zone, ready to serve.
@@ -128,6 +132,20 @@ impl Snapshot {
             metrics,
             config.server.udp_payload_size,
         );
+        // Routes a policy's settings name must exist (a guest that returns another one at run
+        // time is answered SERVFAIL and counted).
+        for name in config.policies.keys() {
+            if let Some(group) = policies
+                .route_targets(name)
+                .into_iter()
+                .find(|g| upstreams.get(g).is_none())
+            {
+                return Err(BuildError::UnknownRoute {
+                    policy: name.clone(),
+                    group,
+                });
+            }
+        }
         let mut zones = Vec::with_capacity(config.zones.len());
         for spec in &config.zones {
             let upstream = upstreams.get(&spec.forward).cloned().ok_or_else(|| {

@@ -21,7 +21,7 @@ use thiserror::Error;
 use crate::config::{OnError, PolicySource, PolicySpec};
 use crate::metrics::{Label, Metrics, PolicyInfoLabels};
 
-pub use cli::{WorldInfo, check_component, test_decide};
+pub use cli::{PolicyTester, WorldInfo, check_component, test_decide};
 use engine::Compiled;
 pub use engine::{EngineOptions, PolicyEngine, digest};
 use loaded::{Limits, LoadedPolicy};

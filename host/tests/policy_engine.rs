@@ -1,8 +1,7 @@
-//! The policy engine against real components: the test guests of `tests/fixtures/guests`
-//! (`probe.wasm`, `wrong_world.wasm`), built for wasm32-wasip2 into `$ZONEGATE_WASM_DIR`.
-//! Without that variable the tests return early (CI sets it). Build the guests with
-//! `CARGO_TARGET_DIR=/tmp/guests cargo build --release --target wasm32-wasip2
-//! --manifest-path host/tests/fixtures/guests/Cargo.toml` and copy the two `.wasm` files.
+//! The policy engine against real components: the test guests of `tests/guests`
+//! (`guest_probe.wasm`, `guest_wrong_world.wasm`) built for wasm32-wasip2 into
+//! `$ZONEGATE_WASM_DIR` by `scripts/build-policies.sh`. Without that variable the tests return
+//! early (scripts/test.sh sets it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,7 +45,7 @@ fn spec(name: &str, path: &Path, settings: &str, on_error: OnError) -> PolicySpe
 fn probe(dir: &Path, name: &str, settings: &str, on_error: OnError) -> (String, PolicySpec) {
     (
         name.to_owned(),
-        spec(name, &dir.join("probe.wasm"), settings, on_error),
+        spec(name, &dir.join("guest_probe.wasm"), settings, on_error),
     )
 }
 
@@ -214,7 +213,12 @@ fn init_rejection_and_wrong_world_fail_the_load() {
         "policy egress: init rejected settings: rules: expected a list"
     );
 
-    let wrong = spec("wrong", &dir.join("wrong_world.wasm"), "{}", OnError::Deny);
+    let wrong = spec(
+        "wrong",
+        &dir.join("guest_wrong_world.wasm"),
+        "{}",
+        OnError::Deny,
+    );
     let err = build(vec![("wrong".into(), wrong)], &m)
         .err()
         .expect("wrong world");
@@ -243,7 +247,7 @@ fn init_rejection_and_wrong_world_fail_the_load() {
 #[test]
 fn check_and_test_decide_for_the_cli() {
     let Some(dir) = wasm_dir() else { return };
-    let info = check_component(engine(), &wasm(&dir, "probe.wasm")).expect("probe");
+    let info = check_component(engine(), &wasm(&dir, "guest_probe.wasm")).expect("probe");
     assert_eq!(info.world, "zonegate:policy/policy@0.1.0");
     assert!(info.digest.starts_with("sha256:"));
     assert!(
@@ -253,12 +257,12 @@ fn check_and_test_decide_for_the_cli() {
         "{:?}",
         info.imports
     );
-    let err = check_component(engine(), &wasm(&dir, "wrong_world.wasm")).expect_err("wrong");
+    let err = check_component(engine(), &wasm(&dir, "guest_wrong_world.wasm")).expect_err("wrong");
     assert!(matches!(err, PolicyError::WrongWorld { .. }), "{err}");
     let err = check_component(engine(), b"\0asm not really").expect_err("garbage");
     assert!(matches!(err, PolicyError::Compile { .. }), "{err}");
 
-    let bytes = wasm(&dir, "probe.wasm");
+    let bytes = wasm(&dir, "guest_probe.wasm");
     let v = test_decide(
         engine(),
         &bytes,
@@ -461,7 +465,7 @@ fn swap_keeps_the_old_version_serving_until_the_new_one_is_built() {
     let Some(dir) = wasm_dir() else { return };
     let tmp = temp_dir("swap");
     let file = tmp.join("p.wasm");
-    let bytes = wasm(&dir, "probe.wasm");
+    let bytes = wasm(&dir, "guest_probe.wasm");
     std::fs::write(&file, variant(&bytes, 1)).expect("write");
     let m = Metrics::new();
     let specs = |settings: &str| {
@@ -521,7 +525,7 @@ fn compiled_artifacts_are_cached_on_disk() {
         cache_dir: Some(cache.clone()),
         ..EngineOptions::default()
     };
-    let bytes = variant(&wasm(&dir, "probe.wasm"), 3);
+    let bytes = variant(&wasm(&dir, "guest_probe.wasm"), 3);
     let first = PolicyEngine::new(opts.clone()).expect("engine");
     check_component(&first, &bytes).expect("compile");
     let files: Vec<_> = std::fs::read_dir(&cache).expect("dir").flatten().collect();

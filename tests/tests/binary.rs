@@ -161,3 +161,69 @@ fn check_reports_every_error_with_its_path_and_exits_64() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn import_aks_prints_native_toml_that_checks_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("localdnsconfig.json");
+    std::fs::write(
+        &json,
+        r#"{"mode": "Preferred",
+            "vnetDNSOverrides": {".": {"forwardDestination": "VnetDNS", "serveStale": "Disable"}},
+            "kubeDNSOverrides": {"cluster.local": {"protocol": "ForceTCP", "serveStale": "Immediate"}}}"#,
+    )
+    .unwrap();
+    let out = Zonegate::command()
+        .unwrap()
+        .args([
+            "import-aks",
+            "--cluster-dns",
+            "10.0.0.10",
+            "--vnet-dns",
+            "168.63.129.16",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        toml.contains("169.254.10.10:53") && toml.contains("169.254.10.11:53"),
+        "{toml}"
+    );
+    assert!(
+        toml.contains("10.0.0.10:53") && toml.contains("force-tcp"),
+        "{toml}"
+    );
+    let native = dir.path().join("zonegate.toml");
+    std::fs::write(&native, &toml).unwrap();
+    let check = Zonegate::command()
+        .unwrap()
+        .arg("check")
+        .arg(&native)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let verify_tcp = r#"{"vnetDNSOverrides": {"cluster.local": {"protocol": "ForceTCP", "serveStale": "Verify"}}}"#;
+    std::fs::write(&json, verify_tcp).unwrap();
+    let bad = Zonegate::command()
+        .unwrap()
+        .args(["check", "--aks", "--cluster-dns", "10.0.0.10"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(
+        bad.status.code(),
+        Some(64),
+        "ForceTCP with Verify is rejected"
+    );
+}

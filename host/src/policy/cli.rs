@@ -35,29 +35,46 @@ pub fn check_component(engine: &PolicyEngine, bytes: &[u8]) -> Result<WorldInfo,
     })
 }
 
-/// Loads `bytes` with `settings` (JSON; `init` may reject it) and decides one query with a
-/// 16 MiB memory cap and a generous 100 ms deadline (this checks decisions, not speed: a
-/// laptop or CI runner under load would trip the production 1 ms). A guest failure is an
-/// error here, not an `on_error` verdict.
+/// One component loaded with its settings, deciding queries outside any configuration,
+/// with a 16 MiB memory cap and a generous 100 ms deadline (this checks decisions, not
+/// speed: a laptop or CI runner under load would trip the production 1 ms). A guest failure
+/// is an error here, not an `on_error` verdict.
+pub struct PolicyTester {
+    policy: Arc<LoadedPolicy>,
+}
+
+impl PolicyTester {
+    /// Compiles `bytes` and runs `init(settings)`; an `init` error rejects the load.
+    pub fn new(engine: &PolicyEngine, bytes: &[u8], settings: &str) -> Result<Self, PolicyError> {
+        let compiled = engine.compile(NAME, bytes)?;
+        let limits = Limits {
+            on_error: OnError::Deny,
+            timeout: Duration::from_millis(100),
+            memory_limit: 16 << 20,
+            settings: settings.to_owned(),
+        };
+        let metrics = Metrics::new();
+        let policy = Arc::new(LoadedPolicy::new(engine, NAME, limits, compiled, &metrics));
+        policy.validate()?;
+        Ok(PolicyTester { policy })
+    }
+
+    /// Decides one query.
+    pub fn decide(&self, q: &PolicyQuery<'_>) -> Result<Verdict, PolicyError> {
+        self.policy.decide_once(q).map_err(|f| PolicyError::Guest {
+            policy: NAME.into(),
+            kind: f.kind.label(),
+            reason: f.reason,
+        })
+    }
+}
+
+/// Loads `bytes` with `settings` and decides one query (see [`PolicyTester`]).
 pub fn test_decide(
     engine: &PolicyEngine,
     bytes: &[u8],
     settings: &str,
     q: &PolicyQuery<'_>,
 ) -> Result<Verdict, PolicyError> {
-    let compiled = engine.compile(NAME, bytes)?;
-    let limits = Limits {
-        on_error: OnError::Deny,
-        timeout: Duration::from_millis(100),
-        memory_limit: 16 << 20,
-        settings: settings.to_owned(),
-    };
-    let metrics = Metrics::new();
-    let p = Arc::new(LoadedPolicy::new(engine, NAME, limits, compiled, &metrics));
-    p.validate()?;
-    p.decide_once(q).map_err(|f| PolicyError::Guest {
-        policy: NAME.into(),
-        kind: f.kind.label(),
-        reason: f.reason,
-    })
+    PolicyTester::new(engine, bytes, settings)?.decide(q)
 }

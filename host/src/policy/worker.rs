@@ -23,6 +23,11 @@ const BACKOFF_RESET: Duration = Duration::from_secs(60);
 const SAMPLE_EVERY: u32 = 16;
 /// Route names interned per slot (a policy routes to a handful of groups).
 const ROUTES_MAX: usize = 16;
+/// Failures in a row (no success between them) before the whole policy backs off on this
+/// thread. Fewer look like a query of death: only the failing (name, type) is quarantined.
+const FAILURES_BEFORE_BACKOFF: u32 = 3;
+/// Quarantined (name, type) keys kept per slot.
+const QUARANTINE_MAX: usize = 1024;
 
 /// Bumped whenever a loaded policy is dropped: workers then sweep their dead instances.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -67,6 +72,11 @@ struct Slot {
     policy: Weak<LoadedPolicy>,
     live: Option<Live>,
     backoff: Backoff,
+    /// Failures since the last successful call.
+    failures_in_a_row: u32,
+    /// Queries that made the guest fail, each backing off on its own: a query of death
+    /// affects only itself, not the other names the policy decides.
+    quarantine: HashMap<u64, Backoff>,
     routes: Vec<Arc<str>>,
 }
 
@@ -88,6 +98,16 @@ impl Worker {
             return v;
         }
         let slot = self.slots.entry(p.id).or_insert_with(|| Slot::new(p));
+        let key = quarantine_key(q);
+        if let Some(b) = slot.quarantine.get(&key)
+            && !b.ready(Instant::now())
+        {
+            let reason = "this query made the policy fail: quarantined".to_string();
+            return p.failed(&Failure {
+                kind: FailureKind::Backoff,
+                reason,
+            });
+        }
         if slot.live.is_none()
             && let Err(fallback) = slot.start(p)
         {
@@ -108,6 +128,7 @@ impl Worker {
         }
         match result {
             Ok(d) => {
+                slot.failures_in_a_row = 0;
                 let d = convert(d, |r| slot.intern(r));
                 p.count(&d.verdict);
                 if let Some(secs) = d.cache_for.filter(|s| *s > 0) {
@@ -116,8 +137,16 @@ impl Worker {
                 d.verdict
             }
             Err(e) => {
+                let now = Instant::now();
                 slot.live = None;
-                slot.backoff.failed(Instant::now());
+                slot.failures_in_a_row += 1;
+                slot.backoff.failed(now);
+                if slot.quarantine.len() >= QUARANTINE_MAX {
+                    slot.quarantine.retain(|_, b| !b.ready(now));
+                }
+                if slot.quarantine.len() < QUARANTINE_MAX {
+                    slot.quarantine.entry(key).or_default().failed(now);
+                }
                 p.failed(&Failure {
                     kind: FailureKind::of(&e),
                     reason: format!("{e:#}"),
@@ -133,6 +162,8 @@ impl Slot {
             policy: Arc::downgrade(p),
             live: None,
             backoff: Backoff::default(),
+            failures_in_a_row: 0,
+            quarantine: HashMap::new(),
             routes: Vec::new(),
         }
     }
@@ -140,7 +171,7 @@ impl Slot {
     /// Creates this thread's instance unless backing off; `Err` carries the `on_error` verdict.
     fn start(&mut self, p: &LoadedPolicy) -> Result<(), Verdict> {
         let now = Instant::now();
-        if !self.backoff.ready(now) {
+        if self.failures_in_a_row >= FAILURES_BEFORE_BACKOFF && !self.backoff.ready(now) {
             let reason = "backing off after a failure".to_string();
             return Err(p.failed(&Failure {
                 kind: FailureKind::Backoff,
@@ -171,8 +202,17 @@ impl Slot {
     }
 }
 
-/// Exponential back-off per thread and policy, so a query of death cannot make a worker
-/// spin re-creating instances.
+/// The quarantine key of a query: its name and type.
+fn quarantine_key(q: &PolicyQuery<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    q.name.hash(&mut h);
+    q.qtype.hash(&mut h);
+    h.finish()
+}
+
+/// Exponential back-off (per thread and policy, and per quarantined query), so a query of
+/// death cannot make a worker spin re-creating instances.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Backoff {
     until: Option<Instant>,

@@ -60,6 +60,7 @@ pub async fn start(toml: &str) -> Running {
         source: ConfigSource::Default,
         ready_file: None,
         cache_dir: None,
+        setup: None,
     };
     app::start(opts, config).await.expect("start")
 }
@@ -71,6 +72,7 @@ pub async fn start_file(path: PathBuf) -> Running {
         source: ConfigSource::File(path),
         ready_file: None,
         cache_dir: None,
+        setup: None,
     };
     app::start(opts, config).await.expect("start")
 }
