@@ -83,6 +83,7 @@ fn upstream() -> AuthServer {
 }
 
 /// A config file: `.` forwarded to `up` through `zone_policies`, `[oci]` on `cache`.
+/// Policies get a 100 ms deadline: tests share two busy cores with other test binaries.
 fn write_config(
     dir: &Path,
     up: SocketAddr,
@@ -95,7 +96,7 @@ fn write_config(
         r#"{base}
 [upstreams.up]
 servers = ["{up}"]
-timeout = "500ms"
+timeout = "2s"
 
 [[zone]]
 view = "default"
@@ -248,8 +249,9 @@ async fn digest_mismatches_are_rejected() {
     // A zonegate pinned to that digest never runs the content: on_error = deny → REFUSED.
     let up = upstream();
     let tmp = temp_dir("mismatch");
-    let policies =
-        format!("[policies.p]\nsource = \"{reference}@{digest}\"\non_error = \"deny\"\n");
+    let policies = format!(
+        "[policies.p]\nsource = \"{reference}@{digest}\"\ntimeout = \"100ms\"\non_error = \"deny\"\n"
+    );
     let path = write_config(
         &tmp,
         up.addr(),
@@ -298,7 +300,9 @@ async fn a_moved_tag_is_swapped_within_a_refresh_under_load() {
     let up = upstream();
     let tmp = temp_dir("swap");
     // No settings in the config: the artifact's settings layer applies.
-    let policies = format!("[policies.p]\nsource = \"{reference}\"\non_error = \"deny\"\n");
+    let policies = format!(
+        "[policies.p]\nsource = \"{reference}\"\ntimeout = \"100ms\"\non_error = \"deny\"\n"
+    );
     let path = write_config(
         &tmp,
         up.addr(),
@@ -326,9 +330,10 @@ async fn a_moved_tag_is_swapped_within_a_refresh_under_load() {
     let want = Some(sha256(&v2.policies[0].1));
     let unchanged =
         |zg: &Running| metric_sum(zg, "zonegate_oci_pulls_total", &[("result", "unchanged")]);
-    let checks_before = unchanged(&zg);
+    // The tag moves when the push's last request (the manifest) is done.
     push(&reference, &v2).await;
     let pushed = Instant::now();
+    let checks_before = unchanged(&zg);
     // Observe the swap: the refresh interval is 1 s; allow generous time for a loaded CI.
     let mut pulled = None;
     while digest(&zg) != want && pushed.elapsed() < Duration::from_secs(15) {
@@ -377,7 +382,9 @@ async fn a_restart_with_the_registry_down_serves_the_cached_version() {
     push(&reference, &v1).await;
     let up = upstream();
     let tmp = temp_dir("restart");
-    let policies = format!("[policies.p]\nsource = \"{reference}\"\non_error = \"deny\"\n");
+    let policies = format!(
+        "[policies.p]\nsource = \"{reference}\"\ntimeout = \"100ms\"\non_error = \"deny\"\n"
+    );
     let path = write_config(
         &tmp,
         up.addr(),
@@ -440,7 +447,7 @@ async fn a_bundle_carries_two_policies_and_their_settings() {
     let tmp = temp_dir("bundle");
     // One by its name in the bundle, one picked with #NAME under another config name.
     let policies = format!(
-        "[policies.allow]\nsource = \"{reference}\"\n\n[policies.deny-list]\nsource = \"{reference}#block\"\n"
+        "[policies.allow]\nsource = \"{reference}\"\ntimeout = \"100ms\"\n\n[policies.deny-list]\nsource = \"{reference}#block\"\ntimeout = \"100ms\"\n"
     );
     let path = write_config(
         &tmp,
@@ -484,8 +491,8 @@ async fn an_unreachable_registry_without_cache_applies_on_error_and_recovers() {
     let up = upstream();
     let tmp = temp_dir("unreachable");
     let policies = format!(
-        "[policies.open]\nsource = \"oci://{host}/p:1\"\non_error = \"allow\"\n\n\
-         [policies.closed]\nsource = \"oci://{host}/p:1\"\non_error = \"deny\"\n"
+        "[policies.open]\nsource = \"oci://{host}/p:1\"\ntimeout = \"100ms\"\non_error = \"allow\"\n\n\
+         [policies.closed]\nsource = \"oci://{host}/p:1\"\ntimeout = \"100ms\"\non_error = \"deny\"\n"
     );
     let text = format!(
         r#"{base}
@@ -588,7 +595,9 @@ async fn a_new_version_that_fails_init_is_rejected_and_the_old_keeps_serving() {
     push(&reference, &v1).await;
     let up = upstream();
     let tmp = temp_dir("reject");
-    let policies = format!("[policies.p]\nsource = \"{reference}\"\non_error = \"deny\"\n");
+    let policies = format!(
+        "[policies.p]\nsource = \"{reference}\"\ntimeout = \"100ms\"\non_error = \"deny\"\n"
+    );
     let cache = tmp.join("cache");
     let path = write_config(&tmp, up.addr(), &reg.host(), &cache, &policies, "[\"p\"]");
     let zg = start_file(path.clone()).await;
