@@ -140,7 +140,9 @@ pub async fn start_with(
         })
         .context("starting the policy engine")?,
     );
-    let snapshot = Snapshot::build(config, None, &engine, &metrics).context("loading policies")?;
+    let oci = crate::oci::prefetch(&config, &metrics).await;
+    let snapshot = Snapshot::build_with_oci(config, None, oci, &engine, &metrics)
+        .context("loading policies")?;
     let config = snapshot.config.clone();
 
     // Phase 2: bind everything before serving anything.
@@ -189,6 +191,7 @@ pub async fn start_with(
         tokio::spawn(http::serve(health_l, endpoints.clone())),
         tokio::spawn(http::serve(ready_l, endpoints.clone())),
         tokio::spawn(reloader.clone().run()),
+        tokio::spawn(crate::oci::watch(shared.clone(), reloader.clone())),
     ];
     for (view, addr) in &listeners {
         tracing::info!(%addr, view, "listening (udp+tcp)");

@@ -1,5 +1,6 @@
 //! Command line: `run`, `check`, `import-aks`, `policy …`.
 
+pub mod oci;
 pub mod policy;
 
 use std::net::SocketAddr;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod listener;
 pub mod metrics;
 pub mod netsetup;
+pub mod oci;
 pub mod pipeline;
 pub mod policy;
 pub mod reload;

@@ -227,6 +227,7 @@ pub struct Metrics {
     pub policy_duration: Hist<PolicyLabels>,
     pub policy_info: Family<PolicyInfoLabels, Gauge>,
     pub oci_pulls: Family<ResultLabels, Counter>,
+    pub oci_unavailable: Family<PolicyLabels, Gauge>,
     pub setup_errors: Family<KindLabels, Counter>,
     pub rate_limited: Counter,
     pub acl_refused: Counter,
@@ -265,6 +266,7 @@ impl Metrics {
             policy_duration: Family::new_with_constructor(policy_histogram),
             policy_info: Family::default(),
             oci_pulls: Family::default(),
+            oci_unavailable: Family::default(),
             setup_errors: Family::default(),
             rate_limited: Counter::default(),
             acl_refused: Counter::default(),
@@ -414,6 +416,11 @@ impl Metrics {
             "zonegate_oci_pulls",
             "OCI registry pulls, by result.",
             self.oci_pulls.clone(),
+        );
+        r.register(
+            "zonegate_oci_policy_unavailable",
+            "1 while an oci:// policy has no verified content (never pulled, nothing cached): its on_error applies.",
+            self.oci_unavailable.clone(),
         );
         r.register(
             "zonegate_setup_errors",

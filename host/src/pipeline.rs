@@ -67,6 +67,8 @@ pub struct Snapshot {
     pub zones: Vec<Zone>,
     pub upstreams: Upstreams,
     pub policies: Policies,
+    /// Where `oci://` policy modules come from (`None`: the config has none).
+    pub oci: Option<Arc<crate::oci::OciStore>>,
     allow_clients: Vec<IpNet>,
     pub(crate) metrics: Arc<Metrics>,
     udp_size: u16,
@@ -104,9 +106,23 @@ impl Snapshot {
         engine: &PolicyEngine,
         metrics: &Arc<Metrics>,
     ) -> Result<Snapshot, BuildError> {
-        let policies = Policies::build(
+        let oci = crate::oci::store_for(&config, previous.and_then(|p| p.oci.as_ref()));
+        Self::build_with_oci(config, previous, oci, engine, metrics)
+    }
+
+    /// [`Snapshot::build`] taking `oci://` modules from `oci` (startup passes the store
+    /// `oci::prefetch` filled).
+    pub fn build_with_oci(
+        config: Config,
+        previous: Option<&Snapshot>,
+        oci: Option<Arc<crate::oci::OciStore>>,
+        engine: &PolicyEngine,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Snapshot, BuildError> {
+        let policies = crate::oci::build_policies(
             engine,
             &config.policies,
+            oci.as_deref(),
             previous.map(|p| &p.policies),
             metrics,
         )?;
@@ -176,6 +192,7 @@ impl Snapshot {
             zones,
             upstreams,
             policies,
+            oci,
             metrics: metrics.clone(),
         })
     }

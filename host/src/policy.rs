@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 
 use thiserror::Error;
 
-use crate::config::{PolicySource, PolicySpec};
+use crate::config::{OnError, PolicySource, PolicySpec};
 use crate::metrics::{Label, Metrics, PolicyInfoLabels};
 
 pub use cli::{PolicyTester, WorldInfo, check_component, test_decide};
@@ -133,6 +133,8 @@ pub fn read_source(spec: &PolicySpec) -> Result<Vec<u8>, PolicyError> {
 #[derive(Default)]
 pub struct Policies {
     by_name: HashMap<String, Arc<LoadedPolicy>>,
+    /// Policies whose module could not be fetched (an OCI registry down, nothing cached).
+    unavailable: HashMap<String, OnError>,
 }
 
 impl Policies {
@@ -168,7 +170,10 @@ impl Policies {
             let p = load_one(engine, name, spec, &bytes, &mut compiled, previous, metrics)?;
             by_name.insert(name.clone(), p);
         }
-        let built = Policies { by_name };
+        let built = Policies {
+            by_name,
+            unavailable: HashMap::new(),
+        };
         built.publish_info(previous, metrics);
         Ok(built)
     }
@@ -179,9 +184,24 @@ impl Policies {
             .iter()
             .filter_map(|n| self.by_name.get(n).cloned())
             .collect();
+        let refuse = names
+            .iter()
+            .any(|n| self.unavailable.get(n) == Some(&OnError::Deny));
         PolicyChain {
             policies: policies.into(),
+            refuse,
         }
+    }
+
+    /// Records a policy left out because its module could not be fetched: zones using it
+    /// answer REFUSED when its `on_error` is deny, and run without it when allow.
+    pub fn set_unavailable(&mut self, name: &str, on_error: OnError) {
+        self.unavailable.insert(name.to_string(), on_error);
+    }
+
+    /// Whether a policy was left out (see [`Policies::set_unavailable`]).
+    pub fn is_unavailable(&self, name: &str) -> bool {
+        self.unavailable.contains_key(name)
     }
 
     /// Upstream groups a policy's settings say it may route to (`routes[].upstream`), so the
@@ -278,16 +298,21 @@ fn route_targets(settings: &str) -> Vec<String> {
 #[derive(Clone, Default)]
 pub struct PolicyChain {
     policies: Arc<[Arc<LoadedPolicy>]>,
+    /// A deny-on-error policy of the chain is unavailable: every query is REFUSED.
+    refuse: bool,
 }
 
 impl PolicyChain {
     pub fn is_empty(&self) -> bool {
-        self.policies.is_empty()
+        self.policies.is_empty() && !self.refuse
     }
 
     /// Runs the chain on the current thread (per-worker instances); never panics or blocks
     /// beyond each policy's deadline: failures apply the policy's `on_error`.
     pub fn decide(&self, q: &PolicyQuery<'_>) -> Verdict {
+        if self.refuse {
+            return Verdict::Deny(DenyKind::Refused);
+        }
         for p in self.policies.iter() {
             let v = worker::decide(p, q);
             if v != Verdict::Allow {

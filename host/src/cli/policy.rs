@@ -26,6 +26,12 @@ pub enum PolicyCommand {
         /// The component (.wasm).
         file: PathBuf,
     },
+    /// Push policies to a registry as a CNCF Wasm OCI artifact; prints the manifest digest.
+    Push(super::oci::PushArgs),
+    /// Pull an artifact's policies (NAME.wasm), settings and manifest into a directory.
+    Pull(super::oci::PullArgs),
+    /// Show an artifact's manifest digest, annotations, WIT world and layers.
+    Inspect(super::oci::InspectArgs),
 }
 
 /// `zonegate policy test`.
@@ -81,6 +87,9 @@ pub fn main(cmd: PolicyCommand) -> ExitCode {
     let result = match cmd {
         PolicyCommand::Check { file } => check(&file),
         PolicyCommand::Test(args) => test(&args),
+        PolicyCommand::Push(args) => Ok(super::oci::push(args)),
+        PolicyCommand::Pull(args) => Ok(super::oci::pull(args)),
+        PolicyCommand::Inspect(args) => Ok(super::oci::inspect(args)),
     };
     match result {
         Ok(code) => code,

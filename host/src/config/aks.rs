@@ -395,6 +395,7 @@ fn build(
         upstreams,
         zones,
         policies: BTreeMap::new(),
+        oci: Default::default(),
     }
 }
 

@@ -10,7 +10,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::error::Collector;
 use super::raw::{
-    RawCache, RawListen, RawObservability, RawPolicy, RawServer, RawUpstream, RawZone,
+    RawCache, RawListen, RawObservability, RawOci, RawPolicy, RawServer, RawUpstream, RawZone,
 };
 
 /// Every section that deserialized; elements that failed are reported and left out.
@@ -19,6 +19,7 @@ pub(crate) struct RawDocument {
     pub(crate) server: RawServer,
     pub(crate) observability: RawObservability,
     pub(crate) cache: RawCache,
+    pub(crate) oci: RawOci,
     /// (index in the file, listener)
     pub(crate) listen: Vec<(usize, RawListen)>,
     pub(crate) upstreams: Vec<(String, RawUpstream)>,
@@ -59,6 +60,7 @@ fn read_section(
         "server" => doc.server = one(value, key, errs).unwrap_or_default(),
         "observability" => doc.observability = one(value, key, errs).unwrap_or_default(),
         "cache" => doc.cache = one(value, key, errs).unwrap_or_default(),
+        "oci" => doc.oci = one(value, key, errs).unwrap_or_default(),
         "listen" => {
             let (items, failed) = array(value, key, errs);
             doc.listen = items;
@@ -78,7 +80,7 @@ fn read_section(
         other => errs.spanned(
             Some(key_span),
             other,
-            "unknown section (expected server, observability, cache, listen, upstreams, zone or policies)",
+            "unknown section (expected server, observability, cache, oci, listen, upstreams, zone or policies)",
         ),
     }
 }

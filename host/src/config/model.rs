@@ -21,6 +21,8 @@ pub struct Config {
     pub zones: Vec<ZoneSpec>,
     /// Policies by name.
     pub policies: BTreeMap<String, PolicySpec>,
+    /// How `oci://` policy sources are pulled and cached.
+    pub oci: OciOptions,
 }
 
 /// Process-wide settings.
@@ -197,6 +199,56 @@ pub enum PolicySource {
     File(PathBuf),
     /// `oci://registry/repo[:tag][@sha256:…]`, kept as written; parsed by the `oci` module.
     Oci(String),
+}
+
+/// `[oci]`: pulling policies from OCI registries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OciOptions {
+    /// Content-addressed cache of pulled blobs and the last good tag → digest mappings.
+    pub cache_dir: PathBuf,
+    /// How often tags are re-resolved.
+    pub refresh: Duration,
+    /// Random delay added to each refresh, so nodes do not hit the registry together.
+    pub jitter: Jitter,
+    /// Registries (`host[:port]`) spoken to over plain HTTP.
+    pub insecure: Vec<String>,
+    /// A docker `config.json` with registry credentials; anonymous when `None`.
+    pub docker_config: Option<PathBuf>,
+    /// Upper bound of the cache; unreferenced digests are removed beyond it.
+    pub max_cache_size: u64,
+    /// Bound on one pull (startup waits at most this long for a registry).
+    pub pull_timeout: Duration,
+}
+
+impl Default for OciOptions {
+    fn default() -> Self {
+        OciOptions {
+            cache_dir: PathBuf::from("/var/lib/zonegate/oci"),
+            refresh: Duration::from_secs(300),
+            jitter: Jitter::Fraction(0.1),
+            insecure: Vec::new(),
+            docker_config: None,
+            max_cache_size: 512 << 20,
+            pull_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Jitter as a fraction of the refresh interval (`0.1`) or a duration (`"30s"`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Jitter {
+    Fraction(f64),
+    Duration(Duration),
+}
+
+impl Jitter {
+    /// The largest random delay added to `refresh`.
+    pub fn max_delay(self, refresh: Duration) -> Duration {
+        match self {
+            Jitter::Fraction(f) => refresh.mul_f64(f.clamp(0.0, 1.0)),
+            Jitter::Duration(d) => d,
+        }
+    }
 }
 
 /// What a policy failure (trap, timeout, memory) means for the query.

@@ -14,7 +14,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use super::model::{
-    IpNet, LogFormat, OnError, PolicySource, Protocol, QueryLog, Selection, ServeStale,
+    IpNet, Jitter, LogFormat, OciOptions, OnError, PolicySource, Protocol, QueryLog, Selection,
+    ServeStale,
 };
 use super::resolv::parse_server;
 use super::units::{parse_duration, parse_size};
@@ -96,6 +97,78 @@ pub(crate) struct RawCache {
 impl Default for RawCache {
     fn default() -> Self {
         RawCache { capacity: 10_000 }
+    }
+}
+
+/// `[oci]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawOci {
+    pub(crate) cache_dir: PathBuf,
+    pub(crate) refresh: Dur,
+    pub(crate) jitter: RawJitter,
+    pub(crate) insecure: Vec<String>,
+    pub(crate) docker_config: Option<PathBuf>,
+    pub(crate) max_cache_size: Size,
+    pub(crate) pull_timeout: Dur,
+}
+
+impl Default for RawOci {
+    fn default() -> Self {
+        let d = OciOptions::default();
+        RawOci {
+            cache_dir: d.cache_dir,
+            refresh: Dur(d.refresh),
+            jitter: RawJitter(d.jitter),
+            insecure: d.insecure,
+            docker_config: d.docker_config,
+            max_cache_size: Size(d.max_cache_size),
+            pull_timeout: Dur(d.pull_timeout),
+        }
+    }
+}
+
+/// `jitter = 0.1` (a fraction of `refresh`) or `jitter = "30s"`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RawJitter(pub(crate) Jitter);
+
+impl<'de> Deserialize<'de> for RawJitter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(JitterVisitor)
+    }
+}
+
+struct JitterVisitor;
+
+impl<'de> Visitor<'de> for JitterVisitor {
+    type Value = RawJitter;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a fraction of refresh like 0.1, or a duration like \"30s\"")
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawJitter, E> {
+        if (0.0..=1.0).contains(&v) {
+            Ok(RawJitter(Jitter::Fraction(v)))
+        } else {
+            Err(E::custom(format!(
+                "jitter fraction {v} is not between 0 and 1"
+            )))
+        }
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawJitter, E> {
+        self.visit_f64(v as f64)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawJitter, E> {
+        self.visit_f64(v as f64)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawJitter, E> {
+        parse_duration(v)
+            .map(|d| RawJitter(Jitter::Duration(d)))
+            .map_err(E::custom)
     }
 }
 

@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 use super::model::{
-    CacheSettings, Config, IpNet, Listen, LogFormat, OnError, PolicySource, PolicySpec, Protocol,
-    QueryLog, Selection, ServeStale, UpstreamGroupSpec, ZoneSpec,
+    CacheSettings, Config, IpNet, Jitter, Listen, LogFormat, OciOptions, OnError, PolicySource,
+    PolicySpec, Protocol, QueryLog, Selection, ServeStale, UpstreamGroupSpec, ZoneSpec,
 };
 use super::resolv::format_server;
 use super::units::{format_duration, format_size};
@@ -28,6 +28,7 @@ pub fn to_toml(config: &Config) -> String {
     for p in config.policies.values() {
         policy(&mut out, p);
     }
+    oci(&mut out, &config.oci);
     out
 }
 
@@ -180,6 +181,27 @@ fn policy(out: &mut String, p: &PolicySpec) {
     );
     if let Some(settings) = settings(&p.settings) {
         let _ = writeln!(out, "settings = {settings}");
+    }
+}
+
+fn oci(out: &mut String, o: &OciOptions) {
+    let jitter = match o.jitter {
+        Jitter::Fraction(f) => toml::Value::Float(f).to_string(),
+        Jitter::Duration(d) => dur(d),
+    };
+    let _ = write!(
+        out,
+        "\n[oci]\ncache_dir = {}\nrefresh = {}\njitter = {}\ninsecure = {}\nmax_cache_size = {}\n\
+         pull_timeout = {}\n",
+        q(&o.cache_dir.display().to_string()),
+        dur(o.refresh),
+        jitter,
+        list(o.insecure.iter().map(|h| q(h))),
+        q(&format_size(o.max_cache_size)),
+        dur(o.pull_timeout),
+    );
+    if let Some(path) = &o.docker_config {
+        let _ = writeln!(out, "docker_config = {}", q(&path.display().to_string()));
     }
 }
 

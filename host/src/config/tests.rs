@@ -146,8 +146,55 @@ cache = { enabled = false }
 source = "oci://ghcr.io/z/p:1"
 memory_limit = 3000000
 settings = { rules = [{ allow = ["*.a.com"], weight = 1.5, on = true }], nested = { k = "v" } }
+[oci]
+cache_dir = "/tmp/z oci"
+refresh = "90s"
+jitter = "7s"
+insecure = ["127.0.0.1:5000", "registry.local"]
+docker_config = "/run/secrets/config.json"
+max_cache_size = "64MiB"
+pull_timeout = "3s"
 "#;
     let c = parse(text, "rich.toml", &t.env).unwrap();
     let rendered = to_toml(&c);
     assert_eq!(parse(&rendered, "rendered", &t.env), Ok(c), "{rendered}");
+}
+
+#[test]
+fn oci_section_defaults_and_errors() {
+    let t = TestEnv::new("oci", "nameserver 10.0.0.10\n");
+    let c = default_config_with(&t.env).unwrap();
+    assert_eq!(c.oci, OciOptions::default());
+    assert_eq!(c.oci.refresh, Duration::from_secs(300));
+    let frac = parse("[oci]\njitter = 0.25\n", "j.toml", &t.env);
+    // A config without listeners fails, but not because of [oci].
+    let errs = frac.unwrap_err().to_string();
+    assert!(!errs.contains("oci"), "{errs}");
+    let cases = [
+        (
+            "[oci]\nrefresh = \"0s\"\n",
+            "oci.refresh: must be greater than 0",
+        ),
+        (
+            "[oci]\njitter = 1.5\n",
+            "jitter fraction 1.5 is not between 0 and 1",
+        ),
+        ("[oci]\njitter = \"soon\"\n", "invalid duration"),
+        ("[oci]\ninsecure = [\"http://r:5000\"]\n", "oci.insecure[0]"),
+        (
+            "[oci]\nmax_cache_size = 0\n",
+            "oci.max_cache_size: must be greater than 0",
+        ),
+        ("[oci]\nbogus = 1\n", "unknown field"),
+    ];
+    for (text, want) in cases {
+        let err = parse(text, "o.toml", &t.env).unwrap_err().to_string();
+        assert!(err.contains(want), "{text}: {err}");
+    }
+    let d = Jitter::Fraction(0.5).max_delay(Duration::from_secs(10));
+    assert_eq!(d, Duration::from_secs(5));
+    assert_eq!(
+        Jitter::Duration(Duration::from_secs(3)).max_delay(Duration::from_secs(10)),
+        Duration::from_secs(3)
+    );
 }

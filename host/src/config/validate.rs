@@ -8,10 +8,12 @@ use super::LoadEnv;
 use super::document::RawDocument;
 use super::error::Collector;
 use super::model::{
-    CacheSettings, Config, Listen, Observability, PolicySpec, ServeStale, Server,
+    CacheSettings, Config, Listen, Observability, OciOptions, PolicySpec, ServeStale, Server,
     UpstreamGroupSpec, ZoneSpec,
 };
-use super::raw::{RawListen, RawPolicy, RawServer, RawUpstream, RawZone, RawZoneCache, ServerAddr};
+use super::raw::{
+    RawListen, RawOci, RawPolicy, RawServer, RawUpstream, RawZone, RawZoneCache, ServerAddr,
+};
 use super::resolv::read_resolv_conf;
 
 /// Validates every section; errors go to `errs`, the result is only meaningful if none.
@@ -46,6 +48,7 @@ pub(crate) fn validate(doc: RawDocument, env: &LoadEnv, errs: &mut Collector<'_>
         capacity: doc.cache.capacity,
     };
     let zones = zones(doc.zones, &refs, errs);
+    let oci = oci(doc.oci, errs);
     Config {
         server,
         observability,
@@ -53,6 +56,39 @@ pub(crate) fn validate(doc: RawDocument, env: &LoadEnv, errs: &mut Collector<'_>
         upstreams,
         zones,
         policies,
+        oci,
+    }
+}
+
+fn oci(raw: RawOci, errs: &mut Collector<'_>) -> OciOptions {
+    positive(errs, "oci", "refresh", raw.refresh.0.as_nanos());
+    positive(errs, "oci", "pull_timeout", raw.pull_timeout.0.as_nanos());
+    positive(
+        errs,
+        "oci",
+        "max_cache_size",
+        u128::from(raw.max_cache_size.0),
+    );
+    if raw.cache_dir.as_os_str().is_empty() {
+        errs.at("oci.cache_dir", "must not be empty");
+    }
+    for (i, host) in raw.insecure.iter().enumerate() {
+        let ok = !host.is_empty() && !host.contains("://") && !host.contains('/');
+        if !ok {
+            errs.at(
+                format!("oci.insecure[{i}]"),
+                format!("{host:?} is not a registry like \"127.0.0.1:5000\" (no scheme, no path)"),
+            );
+        }
+    }
+    OciOptions {
+        cache_dir: raw.cache_dir,
+        refresh: raw.refresh.0,
+        jitter: raw.jitter.0,
+        insecure: raw.insecure,
+        docker_config: raw.docker_config,
+        max_cache_size: raw.max_cache_size.0,
+        pull_timeout: raw.pull_timeout.0,
     }
 }
 

@@ -87,3 +87,4 @@ pub fn metric_sum(running: &Running, name: &str, labels: &[(&str, &str)]) -> f64
     let m = metrics(running);
     m.sum(name, labels)
 }
+pub mod registry;
