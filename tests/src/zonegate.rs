@@ -494,11 +494,11 @@ mod tests {
     }
 
     const FAKE_READY: &str = r#"ready="$5"
+trap 'echo got-hup >&2' HUP
+trap 'echo bye; exit 3' TERM
 echo "config at $3" >&2
 printf '{"listeners":[{"view":"default","address":"127.0.0.1:1"}],"metrics":"127.0.0.1:2","health":"127.0.0.1:3","ready":"127.0.0.1:4"}' > "$ready.tmp"
 mv "$ready.tmp" "$ready"
-trap 'echo got-hup >&2' HUP
-trap 'echo bye; exit 3' TERM
 while :; do sleep 0.01; done"#;
 
     #[test]

@@ -340,6 +340,8 @@ timeout = "5ms"
 source = "file:{dir}/guest_alloc.wasm"
 on_error = "deny"
 memory_limit = "4MiB"
+# Generous: the memory cap, not the deadline, must be what stops it.
+timeout = "2s"
 "#;
     let zg = Zonegate::builder()
         .config(&config(&up, "\"trap\"", extra))
