@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod netsetup;
 pub mod pipeline;
 pub mod policy;
+pub mod ratelimit;
 pub mod reload;
 pub mod request;
 pub mod upstream;
