@@ -278,6 +278,30 @@ impl LoadReport {
         }
     }
 
+    /// Adds another run's counts (two loads side by side). Latency percentiles cannot be
+    /// merged exactly: each becomes the larger of the two, a conservative bound.
+    pub fn absorb(&mut self, other: &LoadReport) {
+        self.sent += other.sent;
+        self.answered += other.answered;
+        self.lost += other.lost;
+        self.reconnects += other.reconnects;
+        for (k, v) in &other.rcodes {
+            *self.rcodes.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.failures_by_name {
+            *self.failures_by_name.entry(k.clone()).or_default() += v;
+        }
+        let l = &mut self.latency;
+        let o = &other.latency;
+        (l.p50, l.p90, l.p99, l.max) = (
+            l.p50.max(o.p50),
+            l.p90.max(o.p90),
+            l.p99.max(o.p99),
+            l.max.max(o.max),
+        );
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+
     /// Answers with this RCODE (`"NOERROR"`, `"REFUSED"`, …).
     pub fn rcode(&self, rcode: &str) -> u64 {
         self.rcodes.get(rcode).copied().unwrap_or(0)

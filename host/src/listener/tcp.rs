@@ -15,12 +15,17 @@ use crate::metrics::ReasonLabels;
 use crate::pipeline::{ListenerInfo, Step};
 use crate::policy::Transport;
 
-/// Accepts connections until the task is aborted (drain).
+/// Accepts connections until shutdown (drain), then closes the listening socket.
 pub async fn serve(listener: TcpListener, info: ListenerInfo, shared: Arc<Shared>) {
     let max = shared.snapshot.load().config.server.tcp_max_connections;
     let slots = Arc::new(Semaphore::new(max));
+    let mut shutdown = shared.shutdown.clone();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "tcp accept");

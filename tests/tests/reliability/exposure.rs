@@ -1,0 +1,1 @@
+//! Exposure: client ACL, per-client rate limit, TCP limits under slow clients.

@@ -1,0 +1,218 @@
+//! Shared by the reliability scenarios: configs, name sets, short/long durations, starting the
+//! binary off the runtime's threads, and the figures each scenario records.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use zonegate_testkit::proto::rr::RecordType;
+use zonegate_testkit::{AuthServer, LoadReport, Zonegate, proc_status_kib};
+
+/// Whether the long versions run (`ZG_RELIABILITY_LONG=1`).
+pub fn long() -> bool {
+    std::env::var_os("ZG_RELIABILITY_LONG").is_some_and(|v| v != "0")
+}
+
+/// `short` normally, `long` for the long versions.
+pub fn pick<T>(short: T, long_value: T) -> T {
+    if long() { long_value } else { short }
+}
+
+/// The zone every scenario's upstream serves.
+pub const ZONE: &str = "example.test.";
+
+/// `count` names `{prefix}{i}.example.test.`.
+pub fn names(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}{i}.{ZONE}")).collect()
+}
+
+/// (name, A) for every name.
+pub fn questions(names: &[String]) -> Vec<(&str, RecordType)> {
+    names.iter().map(|n| (n.as_str(), RecordType::A)).collect()
+}
+
+/// An upstream authoritative for example.test. with an A record (TTL `ttl`) for every name.
+pub fn upstream(names: &[String], ttl: u32) -> AuthServer {
+    let mut builder = AuthServer::builder().zone(ZONE).negative_ttl(60);
+    for (i, n) in names.iter().enumerate() {
+        builder = builder.a(n, ttl, address(i));
+    }
+    builder.start().expect("upstream")
+}
+
+/// The address of the i-th name.
+pub fn address(i: usize) -> Ipv4Addr {
+    let i = u32::try_from(i).expect("few names");
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i)
+}
+
+/// A zonegate config: one listener, one upstream group `up`, the zone `.`; extra TOML per
+/// section.
+#[derive(Clone, Debug)]
+pub struct Cfg {
+    pub listen: SocketAddr,
+    pub upstream: SocketAddr,
+    pub workers: usize,
+    pub server: String,
+    pub upstream_extra: String,
+    pub zone: String,
+    pub cache: String,
+    pub tail: String,
+}
+
+impl Cfg {
+    pub fn new(upstream: SocketAddr) -> Self {
+        Cfg {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            upstream,
+            workers: 2,
+            server: String::new(),
+            upstream_extra: "timeout = \"300ms\"".into(),
+            zone: String::new(),
+            cache: String::new(),
+            tail: String::new(),
+        }
+    }
+
+    pub fn toml(&self) -> String {
+        format!(
+            r#"[server]
+workers = {workers}
+{server}
+
+[observability]
+metrics = "127.0.0.1:0"
+health = "127.0.0.1:0"
+ready = "127.0.0.1:0"
+
+[[listen]]
+address = "{listen}"
+view = "default"
+
+[upstreams.up]
+servers = ["{upstream}"]
+{upstream_extra}
+
+[[zone]]
+view = "default"
+name = "."
+forward = "up"
+{zone}
+
+[zone.cache]
+min_ttl = 1
+{cache}
+
+{tail}
+"#,
+            workers = self.workers,
+            server = self.server,
+            listen = self.listen,
+            upstream = self.upstream,
+            upstream_extra = self.upstream_extra,
+            zone = self.zone,
+            cache = self.cache,
+            tail = self.tail,
+        )
+    }
+}
+
+/// Starts zonegate on a blocking thread (the harness polls with sleeps).
+pub async fn start(config: String) -> Zonegate {
+    tokio::task::spawn_blocking(move || Zonegate::start(&config))
+        .await
+        .expect("start task")
+        .expect("zonegate starts")
+}
+
+/// Starts zonegate with extra files in its directory.
+pub async fn start_with(config: String, files: Vec<(&'static str, Vec<u8>)>) -> Zonegate {
+    tokio::task::spawn_blocking(move || {
+        files
+            .into_iter()
+            .fold(Zonegate::builder().config(&config), |b, (name, bytes)| {
+                b.file(name, bytes)
+            })
+            .start()
+    })
+    .await
+    .expect("start task")
+    .expect("zonegate starts")
+}
+
+/// The peak resident set of the zonegate process, KiB.
+pub fn peak_rss_kib(zg: &Zonegate) -> u64 {
+    proc_status_kib(zg.pid(), "VmHWM").unwrap_or(0)
+}
+
+/// A metric summed over its samples (0 if absent).
+pub fn metric(zg: &Zonegate, name: &str, labels: &[(&str, &str)]) -> f64 {
+    zg.metrics().map(|m| m.sum(name, labels)).unwrap_or(0.0)
+}
+
+/// The directory of the built policies, if any.
+pub fn wasm_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("ZONEGATE_WASM_DIR").map(PathBuf::from);
+    match dir {
+        Some(d) if d.is_dir() => Some(d),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must set ZONEGATE_WASM_DIR (scripts/build-policies.sh)"
+            );
+            eprintln!("skipped: ZONEGATE_WASM_DIR not set (scripts/build-policies.sh)");
+            None
+        }
+    }
+}
+
+/// The figures of one scenario, as RELIABILITY.md reports them.
+pub struct Figures<'a> {
+    pub scenario: &'a str,
+    /// The test that reproduces it.
+    pub test: &'a str,
+    pub load: String,
+    pub duration: Duration,
+    pub report: &'a LoadReport,
+    pub peak_rss_kib: u64,
+    pub notes: String,
+}
+
+/// Prints the figures and appends them as one JSON line to `$ZG_RELIABILITY_OUT` if set.
+pub fn record(f: &Figures<'_>) {
+    let line = serde_json::json!({
+        "scenario": f.scenario,
+        "command": format!("cargo test -p zonegate-testkit --test reliability -- --exact {}", f.test),
+        "long": long(),
+        "load": f.load,
+        "duration_s": f.duration.as_secs_f64(),
+        "sent": f.report.sent,
+        "answered": f.report.answered,
+        "lost": f.report.lost,
+        "rcodes": f.report.rcodes,
+        "latency_us": {
+            "p50": f.report.latency.p50.as_micros() as u64,
+            "p99": f.report.latency.p99.as_micros() as u64,
+            "max": f.report.latency.max.as_micros() as u64,
+        },
+        "peak_rss_kib": f.peak_rss_kib,
+        "notes": f.notes,
+    });
+    eprintln!("figures: {line}");
+    if let Some(path) = std::env::var_os("ZG_RELIABILITY_OUT") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open ZG_RELIABILITY_OUT");
+        writeln!(file, "{line}").expect("write figures");
+    }
+}
+
+/// Sums two reports (two loads run side by side).
+pub fn combined(a: &LoadReport, b: &LoadReport) -> LoadReport {
+    let mut sum = a.clone();
+    sum.absorb(b);
+    sum
+}

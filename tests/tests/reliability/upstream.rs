@@ -1,0 +1,1 @@
+//! Upstream faults under load: outage with serve-stale, slow upstream, misbehaving upstream.
