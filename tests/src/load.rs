@@ -354,7 +354,13 @@ impl std::fmt::Display for LoadReport {
             write!(f, "; {} TCP reconnects", self.reconnects)?;
         }
         if !self.failures_by_name.is_empty() {
-            write!(f, "; failures by name {:?}", self.failures_by_name)?;
+            // A handful is enough to see a pattern; the full map is in the struct.
+            let shown: Vec<_> = self.failures_by_name.iter().take(5).collect();
+            write!(f, "; failures by name {shown:?}")?;
+            let more = self.failures_by_name.len().saturating_sub(shown.len());
+            if more > 0 {
+                write!(f, " and {more} more names")?;
+            }
         }
         Ok(())
     }
