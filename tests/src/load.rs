@@ -12,7 +12,7 @@
 //! loss.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -49,6 +49,7 @@ pub struct Load {
     count: u64,
     duration: Duration,
     timeout: Duration,
+    source: IpAddr,
 }
 
 /// Latency percentiles of the answered queries.
@@ -107,7 +108,15 @@ impl Load {
             count: 1000,
             duration: Duration::from_secs(10),
             timeout: Duration::from_secs(2),
+            source: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
+    }
+
+    /// The local address queries come from (default 127.0.0.1; any 127.0.0.0/8 address works
+    /// on Linux loopback, so tests can have several clients).
+    pub fn source(mut self, ip: IpAddr) -> Self {
+        self.source = ip;
+        self
     }
 
     /// UDP or TCP.
@@ -219,7 +228,7 @@ impl Plan {
 
     async fn worker(&self) -> anyhow::Result<Tally> {
         let mut tally = Tally::default();
-        let mut conn = Conn::open(self.load.transport, self.load.target).await?;
+        let mut conn = Conn::open(self.load.transport, self.load.source, self.load.target).await?;
         while let Some(i) = self.ticket().await {
             let index = (i % self.load.questions.len() as u64) as usize;
             let (qname, qtype) = &self.load.questions[index];
@@ -385,18 +394,22 @@ impl Latency {
 /// A worker's socket or connection.
 enum Conn {
     Udp(UdpSocket, Vec<u8>),
-    Tcp(Option<TcpStream>, SocketAddr),
+    Tcp(Option<TcpStream>, IpAddr, SocketAddr),
 }
 
 impl Conn {
-    async fn open(transport: LoadTransport, target: SocketAddr) -> anyhow::Result<Self> {
+    async fn open(
+        transport: LoadTransport,
+        source: IpAddr,
+        target: SocketAddr,
+    ) -> anyhow::Result<Self> {
         Ok(match transport {
             LoadTransport::Udp => {
-                let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+                let socket = UdpSocket::bind((source, 0)).await?;
                 socket.connect(target).await?;
                 Conn::Udp(socket, vec![0; 65_535])
             }
-            LoadTransport::Tcp => Conn::Tcp(None, target),
+            LoadTransport::Tcp => Conn::Tcp(None, source, target),
         })
     }
 
@@ -406,8 +419,8 @@ impl Conn {
         };
         match self {
             Conn::Udp(socket, buf) => udp_exchange(socket, buf, &bytes, query, timeout).await,
-            Conn::Tcp(stream, target) => {
-                tcp_exchange(stream, *target, &bytes, query, timeout, t).await
+            Conn::Tcp(stream, source, target) => {
+                tcp_exchange(stream, (*source, *target), &bytes, query, timeout, t).await
             }
         }
     }
@@ -438,7 +451,7 @@ async fn udp_exchange(
 
 async fn tcp_exchange(
     stream: &mut Option<TcpStream>,
-    target: SocketAddr,
+    ends: (IpAddr, SocketAddr),
     bytes: &[u8],
     query: &Message,
     timeout: Duration,
@@ -450,7 +463,7 @@ async fn tcp_exchange(
             t.reconnects += 1;
         }
         let reused = stream.is_some();
-        let result = tokio::time::timeout(timeout, tcp_once(stream, target, bytes)).await;
+        let result = tokio::time::timeout(timeout, tcp_once(stream, ends, bytes)).await;
         match result {
             Ok(Ok(answer)) => {
                 return match matches(&answer, query) {
@@ -475,11 +488,16 @@ async fn tcp_exchange(
 /// Connects if needed, sends one frame, reads one frame.
 async fn tcp_once(
     stream: &mut Option<TcpStream>,
-    target: SocketAddr,
+    (source, target): (IpAddr, SocketAddr),
     bytes: &[u8],
 ) -> anyhow::Result<Vec<u8>> {
     if stream.is_none() {
-        let s = TcpStream::connect(target).await?;
+        let socket = match source {
+            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        let s = socket.connect(target).await?;
         s.set_nodelay(true)?;
         *stream = Some(s);
     }
