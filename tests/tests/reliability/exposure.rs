@@ -170,6 +170,8 @@ async fn tcp_limits_hold_under_a_slow_client_flood() {
         flood.longest_held
     );
     assert_eq!(capped, 1000);
+    // Slow clients do not starve new ones (before the fix in listener/slots.rs: 1 of 29).
+    assert!(fresh.0 * 2 >= fresh.1, "new connections starved: {fresh:?}");
 }
 
 /// One query per new TCP connection, ten a second, during the flood: (answered, asked).
