@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -50,6 +50,7 @@ pub struct Load {
     duration: Duration,
     timeout: Duration,
     source: IpAddr,
+    stop: Arc<AtomicBool>,
 }
 
 /// Latency percentiles of the answered queries.
@@ -109,7 +110,15 @@ impl Load {
             duration: Duration::from_secs(10),
             timeout: Duration::from_secs(2),
             source: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            stop: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// A third bound: no query is sent once `stop` is set (for load that lasts as long as
+    /// something else does).
+    pub fn stop_when(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = stop;
+        self
     }
 
     /// The local address queries come from (default 127.0.0.1; any 127.0.0.0/8 address works
@@ -223,7 +232,7 @@ impl Plan {
             }
             tokio::time::sleep_until(due.into()).await;
         }
-        (Instant::now() < end).then_some(i)
+        (Instant::now() < end && !self.load.stop.load(Ordering::Relaxed)).then_some(i)
     }
 
     async fn worker(&self) -> anyhow::Result<Tally> {

@@ -14,6 +14,8 @@ mod support;
 
 #[path = "reliability/exposure.rs"]
 mod exposure;
+#[path = "reliability/policy.rs"]
+mod policy;
 #[path = "reliability/restart.rs"]
 mod restart;
 #[path = "reliability/upstream.rs"]

@@ -1,6 +1,9 @@
 //! Per-worker-thread guest instances (a wasmtime `Store` is not `Sync`): created lazily on
 //! first use, reused across calls, dropped on failure and re-created with back-off, and
-//! swept once the policy they belong to is unloaded. Also the per-thread memo of decisions
+//! swept once the policy they belong to is unloaded. A call that fails quarantines its
+//! query name (answered with `on_error` without calling the guest, with a back-off of its
+//! own) rather than the whole policy, so a query of death does not take other names down;
+//! the whole policy backs off when a second name fails while one is quarantined. Also the per-thread memo of decisions
 //! that carried a cache hint. This is the hot path: no locks, no allocation once warm.
 
 use std::cell::RefCell;
@@ -68,6 +71,8 @@ struct Slot {
     live: Option<Live>,
     backoff: Backoff,
     routes: Vec<Arc<str>>,
+    /// The last name whose call failed, and its own back-off.
+    poison: Option<(Box<str>, Backoff)>,
 }
 
 impl Worker {
@@ -88,6 +93,9 @@ impl Worker {
             return v;
         }
         let slot = self.slots.entry(p.id).or_insert_with(|| Slot::new(p));
+        if let Some(fallback) = slot.quarantined(p, q.name) {
+            return fallback;
+        }
         if slot.live.is_none()
             && let Err(fallback) = slot.start(p)
         {
@@ -117,7 +125,7 @@ impl Worker {
             }
             Err(e) => {
                 slot.live = None;
-                slot.backoff.failed(Instant::now());
+                slot.call_failed(q.name, Instant::now());
                 p.failed(&Failure {
                     kind: FailureKind::of(&e),
                     reason: format!("{e:#}"),
@@ -134,6 +142,40 @@ impl Slot {
             live: None,
             backoff: Backoff::default(),
             routes: Vec::new(),
+            poison: None,
+        }
+    }
+
+    /// The `on_error` verdict if `name` failed recently and is still backing off.
+    fn quarantined(&self, p: &LoadedPolicy, name: &str) -> Option<Verdict> {
+        if self.poison.is_none() || !self.is_quarantined(name, Instant::now()) {
+            return None;
+        }
+        Some(p.failed(&Failure {
+            kind: FailureKind::Backoff,
+            reason: format!("{name} made the policy fail: backing off that name"),
+        }))
+    }
+
+    fn is_quarantined(&self, name: &str, now: Instant) -> bool {
+        self.poison
+            .as_ref()
+            .is_some_and(|(poisoned, backoff)| **poisoned == *name && !backoff.ready(now))
+    }
+
+    /// A call for `name` failed: quarantine the name; if another name is still quarantined,
+    /// the guest fails on more than one name, so back off the whole policy too.
+    fn call_failed(&mut self, name: &str, now: Instant) {
+        match &mut self.poison {
+            Some((poisoned, backoff)) if **poisoned == *name => backoff.failed(now),
+            other => {
+                if other.as_ref().is_some_and(|(_, b)| !b.ready(now)) {
+                    self.backoff.failed(now);
+                }
+                let mut backoff = Backoff::default();
+                backoff.failed(now);
+                *other = Some((name.into(), backoff));
+            }
         }
     }
 
@@ -220,5 +262,33 @@ mod tests {
         assert_eq!(*delays.last().unwrap_or(&Duration::ZERO), BACKOFF_MAX);
         b.failed(now + BACKOFF_RESET);
         assert_eq!(b.delay, BACKOFF_MIN);
+    }
+
+    #[test]
+    fn a_failing_name_is_quarantined_alone_until_a_second_name_fails() {
+        let mut slot = Slot {
+            policy: Weak::new(),
+            live: None,
+            backoff: Backoff::default(),
+            routes: Vec::new(),
+            poison: None,
+        };
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        slot.call_failed("boom.", t0);
+        assert!(slot.is_quarantined("boom.", t0));
+        assert!(!slot.is_quarantined("fine.", t0));
+        assert!(slot.backoff.ready(t0), "other names still reach the guest");
+        // The same name again: its own back-off doubles, the policy's is untouched.
+        slot.call_failed("boom.", t0 + BACKOFF_MIN);
+        assert!(slot.is_quarantined("boom.", t0 + BACKOFF_MIN + ms(15)));
+        assert!(!slot.is_quarantined("boom.", t0 + BACKOFF_MIN * 3));
+        assert!(slot.backoff.ready(t0 + BACKOFF_MIN));
+        // A second name failing while the first is quarantined: the whole policy backs off.
+        let t1 = t0 + BACKOFF_MIN * 3;
+        slot.call_failed("boom.", t1);
+        slot.call_failed("other.", t1 + ms(1));
+        assert!(!slot.backoff.ready(t1 + ms(1)));
+        assert!(slot.is_quarantined("other.", t1 + ms(1)));
     }
 }
