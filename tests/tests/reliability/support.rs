@@ -201,13 +201,35 @@ pub fn record(f: &Figures<'_>) {
     });
     eprintln!("figures: {line}");
     if let Some(path) = std::env::var_os("ZG_RELIABILITY_OUT") {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("open ZG_RELIABILITY_OUT");
-        writeln!(file, "{line}").expect("write figures");
+        let path = PathBuf::from(path);
+        append(&path, &line.to_string());
+        append(&path.with_extension("md"), &markdown_row(f));
     }
+}
+
+/// One row of RELIABILITY.md's table.
+fn markdown_row(f: &Figures<'_>) -> String {
+    format!(
+        "| {} | `{}` | {} | {:.0} s | {} | {} | {} | {:.1} MiB | see fuzz section | {} |",
+        f.scenario,
+        f.test,
+        f.load,
+        f.duration.as_secs_f64(),
+        f.report.sent,
+        f.report.answered,
+        f.report.lost,
+        f.peak_rss_kib as f64 / 1024.0,
+        f.notes.replace('|', "/"),
+    )
+}
+
+fn append(path: &std::path::Path, line: &str) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    writeln!(file, "{line}").expect("write figures");
 }
 
 /// Sums two reports (two loads run side by side).
