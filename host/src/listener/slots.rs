@@ -3,8 +3,8 @@
 //! clients (slowloris) holding slots cannot starve new ones:
 //! - a connection that never completed a query can be closed once it is [`EVICT_MIN_IDLE`]
 //!   old (the oldest first): a flood of slow connections evicts itself;
-//! - one that did can be closed once idle for a tenth of the idle timeout (the idlest first),
-//!   so clients that use their connections keep them;
+//! - one that did can be closed once idle for half the idle timeout (the idlest first), so
+//!   clients that use their connections keep them;
 //! - one with a query being answered never is.
 //!
 //! Only when no connection qualifies is the new one refused.
@@ -60,7 +60,7 @@ pub(crate) enum Admission {
 impl Slots {
     /// `cap` connections; `idle_timeout` is the listener's.
     pub(crate) fn new(cap: usize, idle_timeout: Duration, epoch: Instant) -> Arc<Self> {
-        let served_min_idle = (idle_timeout / 10).max(EVICT_MIN_IDLE);
+        let served_min_idle = (idle_timeout / 2).max(EVICT_MIN_IDLE);
         Arc::new(Slots {
             cap: cap.max(1),
             served_min_idle: served_min_idle.as_millis() as u64,
@@ -227,8 +227,8 @@ mod tests {
         let slots = Slots::new(1, Duration::from_secs(1), t0);
         let a = admitted(slots.admit(t0)).unwrap();
         a.slot.touch(slots.millis(t0 + ms(10)));
-        // Used 50 ms ago, idle timeout 1 s: kept; 110 ms ago: closed for room.
-        assert!(matches!(slots.admit(t0 + ms(60)), Admission::Full));
-        assert!(matches!(slots.admit(t0 + ms(120)), Admission::Evicted(_)));
+        // Used 450 ms ago, idle timeout 1 s: kept; 510 ms ago: closed for room.
+        assert!(matches!(slots.admit(t0 + ms(460)), Admission::Full));
+        assert!(matches!(slots.admit(t0 + ms(520)), Admission::Evicted(_)));
     }
 }
