@@ -59,7 +59,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--timeout" => {
                 parsed.timeout = Duration::from_millis(value()?.parse().context("--timeout")?)
             }
-            "-h" | "--help" => bail!("{USAGE}"),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
             flag if flag.starts_with("--") => bail!("unknown option {flag}\n{USAGE}"),
             question => parsed.questions.push(parse_question(question)?),
         }

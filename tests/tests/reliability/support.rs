@@ -10,30 +10,30 @@ use zonegate_testkit::proto::rr::RecordType;
 use zonegate_testkit::{AuthServer, LoadReport, Zonegate, proc_status_kib};
 
 /// Whether the long versions run (`ZG_RELIABILITY_LONG=1`).
-pub fn long() -> bool {
+pub(crate) fn long() -> bool {
     std::env::var_os("ZG_RELIABILITY_LONG").is_some_and(|v| v != "0")
 }
 
 /// `short` normally, `long` for the long versions.
-pub fn pick<T>(short: T, long_value: T) -> T {
+pub(crate) fn pick<T>(short: T, long_value: T) -> T {
     if long() { long_value } else { short }
 }
 
 /// The zone every scenario's upstream serves.
-pub const ZONE: &str = "example.test.";
+pub(crate) const ZONE: &str = "example.test.";
 
 /// `count` names `{prefix}{i}.example.test.`.
-pub fn names(prefix: &str, count: usize) -> Vec<String> {
+pub(crate) fn names(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix}{i}.{ZONE}")).collect()
 }
 
 /// (name, A) for every name.
-pub fn questions(names: &[String]) -> Vec<(&str, RecordType)> {
+pub(crate) fn questions(names: &[String]) -> Vec<(&str, RecordType)> {
     names.iter().map(|n| (n.as_str(), RecordType::A)).collect()
 }
 
 /// An upstream authoritative for example.test. with an A record (TTL `ttl`) for every name.
-pub fn upstream(names: &[String], ttl: u32) -> AuthServer {
+pub(crate) fn upstream(names: &[String], ttl: u32) -> AuthServer {
     let mut builder = AuthServer::builder().zone(ZONE).negative_ttl(60);
     for (i, n) in names.iter().enumerate() {
         builder = builder.a(n, ttl, address(i));
@@ -42,7 +42,7 @@ pub fn upstream(names: &[String], ttl: u32) -> AuthServer {
 }
 
 /// The address of the i-th name.
-pub fn address(i: usize) -> Ipv4Addr {
+pub(crate) fn address(i: usize) -> Ipv4Addr {
     let i = u32::try_from(i).expect("few names");
     Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i)
 }
@@ -50,19 +50,19 @@ pub fn address(i: usize) -> Ipv4Addr {
 /// A zonegate config: one listener, one upstream group `up`, the zone `.`; extra TOML per
 /// section.
 #[derive(Clone, Debug)]
-pub struct Cfg {
-    pub listen: SocketAddr,
-    pub upstream: SocketAddr,
-    pub workers: usize,
-    pub server: String,
-    pub upstream_extra: String,
-    pub zone: String,
-    pub cache: String,
-    pub tail: String,
+pub(crate) struct Cfg {
+    pub(crate) listen: SocketAddr,
+    pub(crate) upstream: SocketAddr,
+    pub(crate) workers: usize,
+    pub(crate) server: String,
+    pub(crate) upstream_extra: String,
+    pub(crate) zone: String,
+    pub(crate) cache: String,
+    pub(crate) tail: String,
 }
 
 impl Cfg {
-    pub fn new(upstream: SocketAddr) -> Self {
+    pub(crate) fn new(upstream: SocketAddr) -> Self {
         Cfg {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             upstream,
@@ -75,7 +75,7 @@ impl Cfg {
         }
     }
 
-    pub fn toml(&self) -> String {
+    pub(crate) fn toml(&self) -> String {
         format!(
             r#"[server]
 workers = {workers}
@@ -119,7 +119,7 @@ min_ttl = 1
 }
 
 /// Starts zonegate on a blocking thread (the harness polls with sleeps).
-pub async fn start(config: String) -> Zonegate {
+pub(crate) async fn start(config: String) -> Zonegate {
     tokio::task::spawn_blocking(move || Zonegate::start(&config))
         .await
         .expect("start task")
@@ -127,7 +127,7 @@ pub async fn start(config: String) -> Zonegate {
 }
 
 /// Starts zonegate with extra files in its directory.
-pub async fn start_with(config: String, files: Vec<(&'static str, Vec<u8>)>) -> Zonegate {
+pub(crate) async fn start_with(config: String, files: Vec<(&'static str, Vec<u8>)>) -> Zonegate {
     tokio::task::spawn_blocking(move || {
         files
             .into_iter()
@@ -142,17 +142,17 @@ pub async fn start_with(config: String, files: Vec<(&'static str, Vec<u8>)>) -> 
 }
 
 /// The peak resident set of the zonegate process, KiB.
-pub fn peak_rss_kib(zg: &Zonegate) -> u64 {
+pub(crate) fn peak_rss_kib(zg: &Zonegate) -> u64 {
     proc_status_kib(zg.pid(), "VmHWM").unwrap_or(0)
 }
 
 /// A metric summed over its samples (0 if absent).
-pub fn metric(zg: &Zonegate, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn metric(zg: &Zonegate, name: &str, labels: &[(&str, &str)]) -> f64 {
     zg.metrics().map(|m| m.sum(name, labels)).unwrap_or(0.0)
 }
 
 /// The directory of the built policies, if any.
-pub fn wasm_dir() -> Option<PathBuf> {
+pub(crate) fn wasm_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("ZONEGATE_WASM_DIR").map(PathBuf::from);
     match dir {
         Some(d) if d.is_dir() => Some(d),
@@ -168,19 +168,19 @@ pub fn wasm_dir() -> Option<PathBuf> {
 }
 
 /// The figures of one scenario, as RELIABILITY.md reports them.
-pub struct Figures<'a> {
-    pub scenario: &'a str,
+pub(crate) struct Figures<'a> {
+    pub(crate) scenario: &'a str,
     /// The test that reproduces it.
-    pub test: &'a str,
-    pub load: String,
-    pub duration: Duration,
-    pub report: &'a LoadReport,
-    pub peak_rss_kib: u64,
-    pub notes: String,
+    pub(crate) test: &'a str,
+    pub(crate) load: String,
+    pub(crate) duration: Duration,
+    pub(crate) report: &'a LoadReport,
+    pub(crate) peak_rss_kib: u64,
+    pub(crate) notes: String,
 }
 
 /// Prints the figures and appends them as one JSON line to `$ZG_RELIABILITY_OUT` if set.
-pub fn record(f: &Figures<'_>) {
+pub(crate) fn record(f: &Figures<'_>) {
     let line = serde_json::json!({
         "scenario": f.scenario,
         "command": format!("cargo test -p zonegate-testkit --test reliability -- --exact {}", f.test),
@@ -233,7 +233,7 @@ fn append(path: &std::path::Path, line: &str) {
 }
 
 /// Sums two reports (two loads run side by side).
-pub fn combined(a: &LoadReport, b: &LoadReport) -> LoadReport {
+pub(crate) fn combined(a: &LoadReport, b: &LoadReport) -> LoadReport {
     let mut sum = a.clone();
     sum.absorb(b);
     sum
