@@ -228,18 +228,19 @@ impl Running {
     }
 
     /// Stops reading, lets in-flight queries finish (bounded by `drain_timeout`), stops.
+    /// UDP sockets first leave the `SO_REUSEPORT` selection and answer what is queued on
+    /// them (`listener::udp`), so a process started on the same addresses gets every new
+    /// datagram and none is dropped with a closing socket; TCP listeners close.
     pub async fn drain(self) {
         self.endpoints.ready.store(false, Ordering::Release);
-        for t in &self.listener_tasks {
-            t.abort();
-        }
-        // An aborted task drops its socket when it is next polled: wait for that, so the
-        // kernel sends new packets to whoever else listens on the address (SO_REUSEPORT).
-        for t in self.listener_tasks {
-            let _ = t.await;
-        }
         let _ = self.shutdown.send(true);
         let drain = self.shared.snapshot.load().config.server.drain_timeout;
+        for t in self.listener_tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(drain, t).await.is_err() {
+                abort.abort();
+            }
+        }
         if tokio::time::timeout(drain, self.shared.inflight.wait_idle())
             .await
             .is_err()

@@ -12,6 +12,7 @@ pub mod netsetup;
 pub mod oci;
 pub mod pipeline;
 pub mod policy;
+pub mod ratelimit;
 pub mod reload;
 pub mod request;
 pub mod upstream;

@@ -6,6 +6,7 @@
 //! current snapshot; a miss becomes its own task, counted in [`Inflight`] so a drain can
 //! wait for it.
 
+mod slots;
 mod tcp;
 mod udp;
 

@@ -21,6 +21,7 @@ use crate::metrics::{CacheTypeLabels, Label, Metrics, ReasonLabels, ZoneLabels};
 use crate::policy::{
     Policies, PolicyChain, PolicyEngine, PolicyError, PolicyQuery, Transport, Verdict,
 };
+use crate::ratelimit::RateLimiter;
 use crate::request::{self, Rejected, Request, rcode};
 use crate::upstream::{UpstreamError, UpstreamGroup, UpstreamQuery, Upstreams};
 use crate::wire;
@@ -70,6 +71,8 @@ pub struct Snapshot {
     /// Where `oci://` policy modules come from (`None`: the config has none).
     pub oci: Option<Arc<crate::oci::OciStore>>,
     allow_clients: Vec<IpNet>,
+    /// Per-client rate limit; carried over reloads while the rate is unchanged.
+    pub ratelimit: Arc<RateLimiter>,
     pub(crate) metrics: Arc<Metrics>,
     udp_size: u16,
 }
@@ -186,6 +189,7 @@ impl Snapshot {
         );
         Ok(Snapshot {
             allow_clients: config.server.allow_clients.clone(),
+            ratelimit: RateLimiter::carry(previous.map(|p| &p.ratelimit), config.server.rate_limit),
             udp_size: config.server.udp_payload_size,
             config,
             table,
@@ -223,6 +227,11 @@ impl Snapshot {
         // Exposure: only the clients we serve.
         if !self.client_allowed(client.ip()) {
             self.metrics.acl_refused.inc();
+            let reply = request::reply_with_rcode(&req, rcode::REFUSED, self.udp_size);
+            return Step::Reply(self.rejected(listener, reply, started));
+        }
+        if !self.ratelimit.admit(client.ip(), started) {
+            self.metrics.rate_limited.inc();
             let reply = request::reply_with_rcode(&req, rcode::REFUSED, self.udp_size);
             return Step::Reply(self.rejected(listener, reply, started));
         }

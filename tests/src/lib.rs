@@ -9,11 +9,14 @@
 //!   ready. End-to-end tests need the binary built first: `cargo build -p zonegate` (or set
 //!   `ZONEGATE_BIN`).
 //! - [`Named`]: starts bind9's `named` as a real authoritative upstream.
+//! - [`Load`]: a bounded load generator (rate or concurrency window, UDP or TCP, bounded by
+//!   count and time) reporting sent/answered/lost, RCODEs and latency percentiles.
 //!
 //! Everything listens on and talks to 127.0.0.1 only.
 
 mod auth;
 mod client;
+mod load;
 mod metrics;
 mod named;
 mod net;
@@ -21,6 +24,7 @@ mod zonegate;
 
 pub use auth::{AuthServer, AuthServerBuilder, Behaviour, EdnsInfo, QueryInfo, Transport};
 pub use client::{Client, Response, TcpConn};
+pub use load::{Latency, Load, LoadReport, LoadTransport, proc_status_kib};
 pub use metrics::{HttpResponse, Metrics, Sample, http_get};
 pub use named::{Named, named_binary};
 pub use net::{free_port, name};

@@ -1,6 +1,8 @@
 //! TCP: a connection cap, pipelined queries (answers written as they complete, each with
 //! its own ID), an idle timeout that also bounds how long a frame may take to arrive (so a
-//! slow client cannot hold a connection slot forever), and a per-connection query cap.
+//! slow client cannot hold a connection slot forever), and a per-connection query cap. At
+//! the cap a new connection closes the idlest one (`slots`), so slow clients cannot starve
+//! new ones.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,47 +10,61 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use super::Shared;
+use super::slots::{Admission, SlotGuard, Slots};
 use crate::metrics::ReasonLabels;
 use crate::pipeline::{ListenerInfo, Step};
 use crate::policy::Transport;
 
-/// Accepts connections until the task is aborted (drain).
+/// Accepts connections until shutdown (drain), then closes the listening socket.
 pub async fn serve(listener: TcpListener, info: ListenerInfo, shared: Arc<Shared>) {
-    let max = shared.snapshot.load().config.server.tcp_max_connections;
-    let slots = Arc::new(Semaphore::new(max));
+    let (max, idle) = {
+        let s = shared.snapshot.load();
+        (
+            s.config.server.tcp_max_connections,
+            s.config.server.tcp_idle_timeout,
+        )
+    };
+    let slots = Slots::new(max, idle, Instant::now());
+    let mut shutdown = shared.shutdown.clone();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "tcp accept");
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            shared
-                .snapshot
-                .load()
-                .metrics
-                .dropped
-                .get_or_create(&ReasonLabels {
-                    reason: "tcp_connection_limit",
-                })
-                .inc();
-            drop(stream);
-            continue;
+        let slot = match slots.admit(Instant::now()) {
+            Admission::Admitted(slot) => slot,
+            Admission::Evicted(slot) => {
+                count_drop(&shared, "tcp_idle_evicted");
+                slot
+            }
+            Admission::Full => {
+                count_drop(&shared, "tcp_connection_limit");
+                drop(stream);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(
-            stream,
-            peer,
-            info.clone(),
-            shared.clone(),
-            permit,
-        ));
+        tokio::spawn(connection(stream, peer, info.clone(), shared.clone(), slot));
     }
+}
+
+fn count_drop(shared: &Shared, reason: &'static str) {
+    let snapshot = shared.snapshot.load();
+    snapshot
+        .metrics
+        .dropped
+        .get_or_create(&ReasonLabels { reason })
+        .inc();
 }
 
 async fn connection(
@@ -56,7 +72,7 @@ async fn connection(
     peer: SocketAddr,
     info: ListenerInfo,
     shared: Arc<Shared>,
-    _permit: OwnedSemaphorePermit,
+    slot: SlotGuard,
 ) {
     let (read, mut write) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
@@ -85,9 +101,11 @@ async fn connection(
         let frame = tokio::select! {
             f = read_frame(&mut read, idle) => f,
             _ = shutdown.wait_for(|s| *s) => None,
+            () = slot.slot.evict.notified() => None,
         };
         let Some(frame) = frame else { break };
         let started = Instant::now();
+        slot.slot.touch(slot.slots().millis(started));
         let snapshot = shared.snapshot.load_full();
         match snapshot.prepare(&frame, peer, Transport::Tcp, &info, started) {
             Step::Reply(reply) => {
@@ -99,10 +117,13 @@ async fn connection(
             Step::Forward(pending) => {
                 let tx = tx.clone();
                 let shared = shared.clone();
+                let busy = slot.slot.clone();
+                busy.start();
                 tokio::spawn(async move {
                     let _guard = shared.inflight.enter();
                     let reply = snapshot.complete(pending).await;
                     let _ = tx.send(reply).await;
+                    busy.done();
                 });
             }
         }

@@ -1,0 +1,234 @@
+//! TCP connection slots: the connection cap, and making room at the cap. A new connection
+//! that finds every slot taken closes an idle one instead of being turned away, so slow
+//! clients (slowloris) holding slots cannot starve new ones:
+//! - a connection that never completed a query can be closed once it is [`EVICT_MIN_IDLE`]
+//!   old (the oldest first): a flood of slow connections evicts itself;
+//! - one that did can be closed once idle for half the idle timeout (the idlest first), so
+//!   clients that use their connections keep them;
+//! - one with a query being answered never is.
+//!
+//! Only when no connection qualifies is the new one refused.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// A connection idle for less than this is never closed to make room.
+pub(crate) const EVICT_MIN_IDLE: Duration = Duration::from_millis(10);
+
+/// Every open connection of one listener.
+pub(crate) struct Slots {
+    cap: usize,
+    /// Milliseconds a connection that served queries must be idle to be closed for room.
+    served_min_idle: u64,
+    epoch: Instant,
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Slot>>>,
+}
+
+/// One connection's activity, and the signal that closes it.
+#[derive(Default)]
+pub(crate) struct Slot {
+    /// Milliseconds from the epoch to the connect or the last complete query.
+    last_active: AtomicU64,
+    /// Queries read and not answered yet.
+    busy: AtomicU32,
+    /// Whether a complete query ever arrived.
+    served: AtomicBool,
+    /// Notified (with a stored permit) when the connection must close.
+    pub(crate) evict: Notify,
+}
+
+/// Holds a slot; frees it when dropped.
+pub(crate) struct SlotGuard {
+    slots: Arc<Slots>,
+    id: u64,
+    pub(crate) slot: Arc<Slot>,
+}
+
+/// What `admit` did.
+pub(crate) enum Admission {
+    Admitted(SlotGuard),
+    /// Admitted after telling the idlest connection to close.
+    Evicted(SlotGuard),
+    Full,
+}
+
+impl Slots {
+    /// `cap` connections; `idle_timeout` is the listener's.
+    pub(crate) fn new(cap: usize, idle_timeout: Duration, epoch: Instant) -> Arc<Self> {
+        let served_min_idle = (idle_timeout / 2).max(EVICT_MIN_IDLE);
+        Arc::new(Slots {
+            cap: cap.max(1),
+            served_min_idle: served_min_idle.as_millis() as u64,
+            epoch,
+            next: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for a new connection at `now`, closing the idlest connection if at the cap.
+    pub(crate) fn admit(self: &Arc<Self>, now: Instant) -> Admission {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut evicted = false;
+        if open.len() >= self.cap {
+            let Some(victim) = self.idlest(&open, now) else {
+                return Admission::Full;
+            };
+            if let Some(slot) = open.remove(&victim) {
+                slot.evict.notify_one();
+            }
+            evicted = true;
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot::default());
+        slot.last_active.store(self.millis(now), Ordering::Release);
+        open.insert(id, slot.clone());
+        let guard = SlotGuard {
+            slots: self.clone(),
+            id,
+            slot,
+        };
+        if evicted {
+            Admission::Evicted(guard)
+        } else {
+            Admission::Admitted(guard)
+        }
+    }
+
+    /// The connection to close: never served before served, then idle longest.
+    fn idlest(&self, open: &HashMap<u64, Arc<Slot>>, now: Instant) -> Option<u64> {
+        let now = self.millis(now);
+        let fresh_min_idle = EVICT_MIN_IDLE.as_millis() as u64;
+        open.iter()
+            .filter(|(_, s)| s.busy.load(Ordering::Acquire) == 0)
+            .map(|(id, s)| {
+                let idle = now.saturating_sub(s.last_active.load(Ordering::Acquire));
+                (*id, !s.served.load(Ordering::Acquire), idle)
+            })
+            .filter(|(_, never_served, idle)| {
+                *idle
+                    >= if *never_served {
+                        fresh_min_idle
+                    } else {
+                        self.served_min_idle
+                    }
+            })
+            .max_by_key(|(_, never_served, idle)| (*never_served, *idle))
+            .map(|(id, _, _)| id)
+    }
+
+    /// Milliseconds from the epoch.
+    pub(crate) fn millis(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// Connections open.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.open.lock().map(|o| o.len()).unwrap_or(0)
+    }
+}
+
+impl Slot {
+    /// A complete query arrived at `millis`.
+    pub(crate) fn touch(&self, millis: u64) {
+        self.last_active.store(millis, Ordering::Release);
+        self.served.store(true, Ordering::Release);
+    }
+
+    /// A query is being answered asynchronously; the connection is not idle until `done`.
+    pub(crate) fn start(&self) {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn done(&self) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl SlotGuard {
+    pub(crate) fn slots(&self) -> &Slots {
+        &self.slots
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admitted(a: Admission) -> Option<SlotGuard> {
+        match a {
+            Admission::Admitted(g) | Admission::Evicted(g) => Some(g),
+            Admission::Full => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_idlest_connection_makes_room() {
+        let t0 = Instant::now();
+        let slots = Slots::new(2, Duration::from_secs(1), t0);
+        let a = admitted(slots.admit(t0)).unwrap();
+        let b = admitted(slots.admit(t0 + Duration::from_millis(5))).unwrap();
+        // Both younger than EVICT_MIN_IDLE: nobody to close.
+        assert!(matches!(
+            slots.admit(t0 + Duration::from_millis(8)),
+            Admission::Full
+        ));
+        // a has been idle longest: it is told to close, c gets its slot.
+        let at = t0 + Duration::from_millis(50);
+        let Admission::Evicted(c) = slots.admit(at) else {
+            panic!("expected an eviction")
+        };
+        tokio::time::timeout(Duration::from_secs(1), a.slot.evict.notified())
+            .await
+            .expect("a told to close");
+        assert_eq!(slots.len(), 2);
+        // b is busy answering, c is active: nobody to close.
+        b.slot.start();
+        c.slot.touch(slots.millis(at + Duration::from_millis(45)));
+        assert!(matches!(
+            slots.admit(at + Duration::from_millis(50)),
+            Admission::Full
+        ));
+        b.slot.done();
+        // b served a query long ago, d never did: d goes first although b is idler.
+        let later = at + Duration::from_millis(200);
+        b.slot.touch(slots.millis(at));
+        drop(c);
+        let d = admitted(slots.admit(at + Duration::from_millis(100))).unwrap();
+        let Admission::Evicted(e) = slots.admit(later) else {
+            panic!("expected an eviction")
+        };
+        tokio::time::timeout(Duration::from_secs(1), d.slot.evict.notified())
+            .await
+            .expect("d told to close");
+        let c = e;
+        drop(a);
+        assert_eq!(slots.len(), 2, "a's slot was already handed to c");
+        drop(c);
+        assert_eq!(slots.len(), 1);
+    }
+
+    #[test]
+    fn a_connection_in_use_is_kept() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let slots = Slots::new(1, Duration::from_secs(1), t0);
+        let a = admitted(slots.admit(t0)).unwrap();
+        a.slot.touch(slots.millis(t0 + ms(10)));
+        // Used 450 ms ago, idle timeout 1 s: kept; 510 ms ago: closed for room.
+        assert!(matches!(slots.admit(t0 + ms(460)), Admission::Full));
+        assert!(matches!(slots.admit(t0 + ms(520)), Admission::Evicted(_)));
+    }
+}
