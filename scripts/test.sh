@@ -41,10 +41,16 @@ cargo build -p zonegate --bins
 export ZONEGATE_BIN="$root/target/debug/zonegate"
 
 step "host and end-to-end tests"
+# The reliability scenarios measure latency and loss under load: they run afterwards, one at a
+# time, so the rest of the suite does not starve them of the machine's two cores.
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast -E 'not binary(reliability)'
+  step "reliability scenarios (one at a time)"
+  cargo nextest run -p zonegate-testkit --test reliability --no-fail-fast -j 1
 else
-  cargo test --workspace --no-fail-fast
+  cargo test --workspace --no-fail-fast -- --skip reliability
+  step "reliability scenarios (one at a time)"
+  cargo test -p zonegate-testkit --test reliability --no-fail-fast -- --test-threads 1
 fi
 
 step "guest SDK and policies (native tests)"

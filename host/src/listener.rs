@@ -85,6 +85,20 @@ pub struct Bound {
 /// `SO_REUSEPORT`. Port 0 takes the kernel's choice for the first socket and reuses it for
 /// the others.
 pub fn bind(listen: &Listen, workers: usize) -> io::Result<Bound> {
+    // Port 0: the kernel picks a port free for UDP, which TCP may still hold: try again.
+    let attempts = if listen.address.port() == 0 { 16 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        match bind_once(listen, workers) {
+            Ok(b) => return Ok(b),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
+}
+
+fn bind_once(listen: &Listen, workers: usize) -> io::Result<Bound> {
     let mut address = listen.address;
     let mut udp = Vec::new();
     if listen.udp {
