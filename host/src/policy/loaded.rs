@@ -81,6 +81,16 @@ pub(crate) struct Live {
     pub(crate) bindings: Bindings,
 }
 
+impl Live {
+    /// Arms the per-call deadline before a `decide`.
+    pub(crate) fn arm(&mut self, p: &LoadedPolicy) {
+        self.store
+            .data_mut()
+            .begin_call(p.timeout(), p.deadline_ticks());
+        self.store.set_epoch_deadline(p.deadline_ticks());
+    }
+}
+
 /// Per-call limits and the settings passed to `init`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Limits {
@@ -151,7 +161,8 @@ impl LoadedPolicy {
         let state = GuestState::new(self.name.clone(), self.limits.memory_limit);
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(GuestState::limiter);
-        store.epoch_deadline_trap();
+        store.epoch_deadline_callback(|mut ctx| ctx.data_mut().on_deadline());
+        store.data_mut().begin_call(INIT_TIMEOUT, self.init_ticks);
         store.set_epoch_deadline(self.init_ticks);
         let bindings = self.compiled.pre.instantiate(&mut store).map_err(|e| {
             let kind = match FailureKind::of(&e) {
@@ -191,7 +202,7 @@ impl LoadedPolicy {
     /// Instantiates and decides one query on a fresh instance, reporting any failure.
     pub(crate) fn decide_once(&self, q: &PolicyQuery<'_>) -> Result<Verdict, Failure> {
         let mut live = self.instantiate()?;
-        live.store.set_epoch_deadline(self.deadline_ticks);
+        live.arm(self);
         let mut buf = QueryBuf::default();
         let d = live.bindings.call_decide(&mut live.store, buf.fill(q));
         let d = d.map_err(|e| Failure::from_call(&e))?;
@@ -200,6 +211,11 @@ impl LoadedPolicy {
 
     pub(crate) fn deadline_ticks(&self) -> u64 {
         self.deadline_ticks
+    }
+
+    /// The per-call CPU budget.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.limits.timeout
     }
 
     /// The verdict standing in for the guest after a failure.

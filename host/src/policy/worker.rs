@@ -119,7 +119,7 @@ impl Worker {
             return p.fallback();
         };
         let start = timed.then(Instant::now);
-        live.store.set_epoch_deadline(p.deadline_ticks());
+        live.arm(p);
         let result = live
             .bindings
             .call_decide(&mut live.store, self.query.fill(q));
