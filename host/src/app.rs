@@ -88,9 +88,10 @@ pub fn run(opts: RunOptions, config: Config) -> anyhow::Result<()> {
             None => None,
         };
         let recheck = setup.as_ref().map(NodeSetup::spawn_recheck);
-        let running = start_with(opts, config, metrics).await?;
+        // Handlers first: a SIGTERM right after "ready" must drain, not kill.
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let running = start_with(opts, config, metrics).await?;
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: draining"),
             _ = int.recv() => tracing::info!("SIGINT: draining"),

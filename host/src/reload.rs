@@ -67,14 +67,21 @@ impl Reloader {
     }
 
     /// Runs until aborted: SIGHUP forces a reload; a changed fingerprint triggers one.
-    pub async fn run(self: Arc<Self>) {
-        let mut hup = match signal(SignalKind::hangup()) {
+    ///
+    /// The SIGHUP handler is installed here, synchronously, so it is in place before the
+    /// caller reports ready: an early SIGHUP must reload, not kill the process (its default).
+    pub fn run(self: Arc<Self>) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let hup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %e, "no SIGHUP handler: reload on file change only");
                 None
             }
         };
+        self.watch(hup)
+    }
+
+    async fn watch(self: Arc<Self>, mut hup: Option<tokio::signal::unix::Signal>) {
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
