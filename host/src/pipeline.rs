@@ -367,16 +367,16 @@ impl Snapshot {
         let Ok(layout) = wire::layout(&answer.bytes) else {
             return Err(UpstreamError::Failed("malformed answer records".into()));
         };
+        // Bytes after the last record are nobody's: drop them before caching or answering.
+        let bytes = &answer.bytes[..layout.end];
         let cache = &self.zones[zi].cache;
         let now = Instant::now();
-        if cache
-            .store(key.clone(), &answer.bytes, &layout, now)
-            .is_ok()
+        if cache.store(key.clone(), bytes, &layout, now).is_ok()
             && let Lookup::Fresh(hit) = cache.lookup(key, now)
         {
             return Ok(hit.render(now));
         }
-        Ok(answer.bytes.to_vec())
+        Ok(bytes.to_vec())
     }
 
     fn spawn_fetch(

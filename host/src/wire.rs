@@ -260,6 +260,9 @@ pub struct Edns {
 pub struct Layout {
     /// End of the question section.
     pub question_end: usize,
+    /// End of the last record: bytes after it belong to no section (a sender's garbage) and
+    /// must not be kept, or a record appended later (our OPT) would be unreachable.
+    pub end: usize,
     /// TTL offsets of every record except OPT.
     pub ttl_offsets: Vec<usize>,
     /// Smallest TTL over all records except OPT (None when there are none).
@@ -281,6 +284,7 @@ pub fn layout(buf: &[u8]) -> Result<Layout, WireError> {
     }
     let mut out = Layout {
         question_end: pos,
+        end: pos,
         ..Layout::default()
     };
     let (an, ns) = (h.ancount() as usize, h.nscount() as usize);
@@ -304,6 +308,7 @@ pub fn layout(buf: &[u8]) -> Result<Layout, WireError> {
             }
         }
         pos = rr.end;
+        out.end = pos;
     }
     Ok(out)
 }
@@ -421,6 +426,24 @@ mod tests {
             read_name_lower(&[0u8; 12], 12, &mut out),
             Err(WireError::Truncated)
         );
+    }
+
+    #[test]
+    fn layout_ends_at_the_last_record_not_at_trailing_bytes() {
+        // Found by the upstream_response fuzz target: an answer with one byte after its
+        // last record, whose OPT (appended by egress) then could not be walked.
+        let mut msg = vec![0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        msg.extend(name("a.example"));
+        msg.extend([0, 1, 0, 1]);
+        let question_end = msg.len();
+        msg.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        let end = msg.len();
+        msg.push(0xff);
+        let l = layout(&msg).unwrap();
+        assert_eq!((l.question_end, l.end), (question_end, end));
+        let mut bare = msg[..question_end].to_vec();
+        bare[7] = 0; // no answer
+        assert_eq!(layout(&bare).unwrap().end, question_end);
     }
 
     #[test]
