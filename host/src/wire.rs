@@ -304,7 +304,9 @@ pub fn layout(buf: &[u8]) -> Result<Layout, WireError> {
             out.ttl_offsets.push(rr.ttl_at);
             let in_authority = (an..an + ns).contains(&i);
             if in_authority && rr.rtype == TYPE_SOA && out.soa_negative_ttl.is_none() {
-                out.soa_negative_ttl = Some(soa_minimum(buf, rr.rdata_at)?.min(ttl));
+                // Within the record: a short SOA must not borrow the next record's bytes.
+                let minimum = soa_minimum(&buf[..rr.end], rr.rdata_at)?;
+                out.soa_negative_ttl = Some(minimum.min(ttl));
             }
         }
         pos = rr.end;
@@ -444,6 +446,27 @@ mod tests {
         let mut bare = msg[..question_end].to_vec();
         bare[7] = 0; // no answer
         assert_eq!(layout(&bare).unwrap().end, question_end);
+    }
+
+    #[test]
+    fn soa_minimum_is_read_within_the_soa_record() {
+        // Found by the upstream_response fuzz target: a SOA with empty RDATA took its
+        // MINIMUM from the bytes after it, and the cached copy (without them) no longer
+        // walked.
+        let mut msg = vec![0, 1, 0x81, 0x83, 0, 1, 0, 0, 0, 1, 0, 0];
+        msg.extend(name("a.example"));
+        msg.extend([0, 1, 0, 1]);
+        msg.extend(name("example"));
+        msg.extend([0, 6, 0, 1, 0, 0, 0, 60, 0, 0]); // SOA, TTL 60, RDLENGTH 0
+        msg.extend([0u8; 30]); // what it must not read
+        assert_eq!(layout(&msg), Err(WireError::Truncated));
+        let mut good = msg[..msg.len() - 32].to_vec();
+        let mut rdata = name("ns.example");
+        rdata.extend(name("h.example"));
+        rdata.extend([0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 30]);
+        good.extend((rdata.len() as u16).to_be_bytes());
+        good.extend(rdata);
+        assert_eq!(layout(&good).unwrap().soa_negative_ttl, Some(30));
     }
 
     #[test]
