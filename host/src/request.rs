@@ -135,7 +135,7 @@ fn read_edns(packet: &[u8], mut pos: usize) -> Result<Option<Edns>, wire::WireEr
         let in_additional = i >= h.ancount() as usize + h.nscount() as usize;
         if rr.rtype == wire::TYPE_OPT {
             if !in_additional || found.is_some() || packet[rr.start] != 0 {
-                return Err(wire::WireError::BadName);
+                return Err(wire::WireError::BadOpt);
             }
             found = Some(Edns {
                 udp_size: wire::u16_at(packet, rr.ttl_at - 2)?,

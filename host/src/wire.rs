@@ -24,6 +24,8 @@ pub enum WireError {
     BadName,
     #[error("reserved label type")]
     BadLabel,
+    #[error("more than one OPT record, or one outside the additional section")]
+    BadOpt,
 }
 
 /// Reads a big-endian u16 at `pos`.
@@ -292,6 +294,11 @@ pub fn layout(buf: &[u8]) -> Result<Layout, WireError> {
     for i in 0..total {
         let rr = read_record(buf, pos)?;
         if rr.rtype == TYPE_OPT {
+            // RFC 6891 §6.1.1: at most one, in the additional section. Another one would
+            // survive egress (which handles the first) and reach the client.
+            if out.opt.is_some() || i < an + ns {
+                return Err(WireError::BadOpt);
+            }
             out.opt = Some(Edns {
                 udp_size: u16_at(buf, rr.ttl_at - 2)?,
                 version: buf[rr.ttl_at + 1],
@@ -467,6 +474,25 @@ mod tests {
         good.extend((rdata.len() as u16).to_be_bytes());
         good.extend(rdata);
         assert_eq!(layout(&good).unwrap().soa_negative_ttl, Some(30));
+    }
+
+    #[test]
+    fn layout_accepts_one_opt_in_the_additional_section_only() {
+        // Found by the upstream_response fuzz target: with two OPT records, egress removed
+        // the first for a client without EDNS and passed the second on.
+        let base = |an: u8, ar: u8| {
+            let mut m = vec![0, 1, 0x81, 0x80, 0, 1, 0, an, 0, 0, 0, ar];
+            m.extend(name("a.example"));
+            m.extend([0, 1, 0, 1]);
+            m
+        };
+        let opt = [0u8, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0];
+        let one = [base(0, 1), opt.to_vec()].concat();
+        assert!(layout(&one).unwrap().opt.is_some());
+        let two = [base(0, 2), opt.to_vec(), opt.to_vec()].concat();
+        assert_eq!(layout(&two), Err(WireError::BadOpt));
+        let in_answer = [base(1, 0), opt.to_vec()].concat();
+        assert_eq!(layout(&in_answer), Err(WireError::BadOpt));
     }
 
     #[test]
