@@ -6,6 +6,7 @@
 //! current snapshot; a miss becomes its own task, counted in [`Inflight`] so a drain can
 //! wait for it.
 
+mod frame;
 mod slots;
 mod tcp;
 mod udp;
@@ -23,6 +24,7 @@ use crate::config::Listen;
 use crate::metrics::Label;
 use crate::pipeline::{ListenerInfo, Snapshot};
 
+pub use frame::FrameDecoder;
 pub use tcp::serve as serve_tcp;
 pub use udp::serve as serve_udp;
 

@@ -479,6 +479,7 @@ pub fn rcode_label(rcode: u8) -> &'static str {
         3 => "NXDOMAIN",
         4 => "NOTIMP",
         5 => "REFUSED",
+        16 => "BADVERS",
         _ => "other",
     }
 }

@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use hickory_proto::rr::LowerName;
 use thiserror::Error;
 
 use crate::cache::{Cache, CacheKey, EvictionCounters, Hit, Lookup};
@@ -153,7 +154,7 @@ impl Snapshot {
         for spec in &config.zones {
             let upstream = upstreams.get(&spec.forward).cloned().ok_or_else(|| {
                 BuildError::MissingUpstream {
-                    zone: spec.name.to_string(),
+                    zone: spec.name.to_ascii(),
                     group: spec.forward.clone(),
                 }
             })?;
@@ -167,7 +168,7 @@ impl Snapshot {
                 .map(|z| z.cache.clone())
                 .unwrap_or_else(|| Arc::new(new_cache(spec, metrics)));
             zones.push(Zone {
-                label: Label::from(spec.name.to_string().as_str()),
+                label: Label::from(spec.name.to_ascii().as_str()),
                 view: Label::from(spec.view.as_str()),
                 chain: policies.chain(&spec.policies),
                 spec: spec.clone(),
@@ -178,7 +179,7 @@ impl Snapshot {
         let names: Vec<Vec<u8>> = config
             .zones
             .iter()
-            .map(|z| zone_wire_name(&z.name.to_string()))
+            .map(|z| zone_wire_name(&z.name))
             .collect();
         let table = ZoneTable::build(
             config
@@ -411,16 +412,16 @@ impl Snapshot {
         let Ok(layout) = wire::layout(&answer.bytes) else {
             return Err(UpstreamError::Failed("malformed answer records".into()));
         };
+        // Bytes after the last record are nobody's: drop them before caching or answering.
+        let bytes = &answer.bytes[..layout.end];
         let cache = &self.zones[zi].cache;
         let now = Instant::now();
-        if cache
-            .store(key.clone(), &answer.bytes, &layout, now)
-            .is_ok()
+        if cache.store(key.clone(), bytes, &layout, now).is_ok()
             && let Lookup::Fresh(hit) = cache.lookup(key, now)
         {
             return Ok(hit.render(now));
         }
-        Ok(answer.bytes.to_vec())
+        Ok(bytes.to_vec())
     }
 
     fn spawn_fetch(
@@ -519,7 +520,7 @@ impl Snapshot {
 fn new_cache(spec: &ZoneSpec, metrics: &Metrics) -> Cache {
     let labels = |r#type| CacheTypeLabels {
         server: Label::from(""),
-        zone: Label::from(spec.name.to_string().as_str()),
+        zone: Label::from(spec.name.to_ascii().as_str()),
         view: Label::from(spec.view.as_str()),
         r#type,
     };
@@ -537,8 +538,10 @@ fn new_cache(spec: &ZoneSpec, metrics: &Metrics) -> Cache {
     Cache::with_eviction_counters(spec.cache.clone(), counters)
 }
 
-/// `cluster.local.` → wire format.
-fn zone_wire_name(text: &str) -> Vec<u8> {
+/// `cluster.local.` → wire format. From the ASCII form: `Display` shows IDN labels
+/// (`xn--…`) in Unicode, which is not what queries carry.
+fn zone_wire_name(name: &LowerName) -> Vec<u8> {
+    let text = name.to_ascii();
     let mut v = Vec::with_capacity(text.len() + 2);
     for label in text.split('.').filter(|l| !l.is_empty()) {
         v.push(label.len() as u8);
@@ -564,5 +567,30 @@ pub fn net_contains(net: &IpNet, ip: IpAddr) -> bool {
             u128::from(n) & mask == u128::from(a) & mask
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    #[test]
+    fn zone_wire_names_use_the_ascii_form() {
+        // Found by the aks_json fuzz target: `Display` turns `xn--` labels into Unicode, so
+        // an IDN zone never matched its own queries.
+        let cases: &[(&str, &[u8])] = &[
+            (".", b"\x00"),
+            ("Cluster.Local.", b"\x07cluster\x05local\x00"),
+            (
+                "xn--bcher-kva.example.",
+                b"\x0dxn--bcher-kva\x07example\x00",
+            ),
+        ];
+        for (text, want) in cases {
+            let name = LowerName::from_str(text).unwrap();
+            assert_eq!(zone_wire_name(&name), *want, "{text}");
+        }
     }
 }

@@ -135,7 +135,7 @@ fn read_edns(packet: &[u8], mut pos: usize) -> Result<Option<Edns>, wire::WireEr
         let in_additional = i >= h.ancount() as usize + h.nscount() as usize;
         if rr.rtype == wire::TYPE_OPT {
             if !in_additional || found.is_some() || packet[rr.start] != 0 {
-                return Err(wire::WireError::BadName);
+                return Err(wire::WireError::BadOpt);
             }
             found = Some(Edns {
                 udp_size: wire::u16_at(packet, rr.ttl_at - 2)?,
@@ -227,8 +227,12 @@ pub fn finalize(mut answer: Vec<u8>, req: &Request, our_udp_size: u16) -> Vec<u8
         (None, Some(o)) => wire::remove_record(&mut answer, o.range),
         (Some(e), None) => wire::push_opt(&mut answer, our_udp_size, 0, e.do_bit),
         (Some(_), Some(o)) => {
-            let at = o.range.0 + 3; // owner (root, 1 byte) + type (2 bytes)
-            answer[at..at + 2].copy_from_slice(&our_udp_size.to_be_bytes());
+            // The payload size is the OPT's CLASS field, just before its TTL. Found from the
+            // record, not assumed one byte in: an upstream may write the owner as a pointer.
+            if let Ok(rr) = wire::read_record(&answer, o.range.0) {
+                let at = rr.ttl_at - 2;
+                answer[at..at + 2].copy_from_slice(&our_udp_size.to_be_bytes());
+            }
         }
         (None, None) => {}
     }

@@ -281,3 +281,17 @@ impl Upstreams {
         self.groups.get(name)
     }
 }
+
+/// The query `forward` sends for `q` (ID 0, RD=1, the client's CD and DO, an OPT advertising
+/// `udp_size`) with `id`. Exposed for the fuzz targets (host/fuzz).
+#[doc(hidden)]
+pub fn query_bytes(q: &UpstreamQuery<'_>, udp_size: u16, id: u16) -> Vec<u8> {
+    message::with_id(&message::build_query(q, udp_size), id)
+}
+
+/// The check every upstream response passes before it is used: same ID, QR=1, one question
+/// equal to the query's. Exposed for the fuzz targets (host/fuzz).
+#[doc(hidden)]
+pub fn response_matches(query: &[u8], response: &[u8]) -> bool {
+    message::matches(query, response)
+}

@@ -24,6 +24,8 @@ pub enum WireError {
     BadName,
     #[error("reserved label type")]
     BadLabel,
+    #[error("more than one OPT record, or one outside the additional section")]
+    BadOpt,
 }
 
 /// Reads a big-endian u16 at `pos`.
@@ -260,6 +262,9 @@ pub struct Edns {
 pub struct Layout {
     /// End of the question section.
     pub question_end: usize,
+    /// End of the last record: bytes after it belong to no section (a sender's garbage) and
+    /// must not be kept, or a record appended later (our OPT) would be unreachable.
+    pub end: usize,
     /// TTL offsets of every record except OPT.
     pub ttl_offsets: Vec<usize>,
     /// Smallest TTL over all records except OPT (None when there are none).
@@ -281,6 +286,7 @@ pub fn layout(buf: &[u8]) -> Result<Layout, WireError> {
     }
     let mut out = Layout {
         question_end: pos,
+        end: pos,
         ..Layout::default()
     };
     let (an, ns) = (h.ancount() as usize, h.nscount() as usize);
@@ -288,6 +294,11 @@ pub fn layout(buf: &[u8]) -> Result<Layout, WireError> {
     for i in 0..total {
         let rr = read_record(buf, pos)?;
         if rr.rtype == TYPE_OPT {
+            // RFC 6891 §6.1.1: at most one, in the additional section. Another one would
+            // survive egress (which handles the first) and reach the client.
+            if out.opt.is_some() || i < an + ns {
+                return Err(WireError::BadOpt);
+            }
             out.opt = Some(Edns {
                 udp_size: u16_at(buf, rr.ttl_at - 2)?,
                 version: buf[rr.ttl_at + 1],
@@ -300,10 +311,13 @@ pub fn layout(buf: &[u8]) -> Result<Layout, WireError> {
             out.ttl_offsets.push(rr.ttl_at);
             let in_authority = (an..an + ns).contains(&i);
             if in_authority && rr.rtype == TYPE_SOA && out.soa_negative_ttl.is_none() {
-                out.soa_negative_ttl = Some(soa_minimum(buf, rr.rdata_at)?.min(ttl));
+                // Within the record: a short SOA must not borrow the next record's bytes.
+                let minimum = soa_minimum(&buf[..rr.end], rr.rdata_at)?;
+                out.soa_negative_ttl = Some(minimum.min(ttl));
             }
         }
         pos = rr.end;
+        out.end = pos;
     }
     Ok(out)
 }
@@ -421,6 +435,64 @@ mod tests {
             read_name_lower(&[0u8; 12], 12, &mut out),
             Err(WireError::Truncated)
         );
+    }
+
+    #[test]
+    fn layout_ends_at_the_last_record_not_at_trailing_bytes() {
+        // Found by the upstream_response fuzz target: an answer with one byte after its
+        // last record, whose OPT (appended by egress) then could not be walked.
+        let mut msg = vec![0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        msg.extend(name("a.example"));
+        msg.extend([0, 1, 0, 1]);
+        let question_end = msg.len();
+        msg.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        let end = msg.len();
+        msg.push(0xff);
+        let l = layout(&msg).unwrap();
+        assert_eq!((l.question_end, l.end), (question_end, end));
+        let mut bare = msg[..question_end].to_vec();
+        bare[7] = 0; // no answer
+        assert_eq!(layout(&bare).unwrap().end, question_end);
+    }
+
+    #[test]
+    fn soa_minimum_is_read_within_the_soa_record() {
+        // Found by the upstream_response fuzz target: a SOA with empty RDATA took its
+        // MINIMUM from the bytes after it, and the cached copy (without them) no longer
+        // walked.
+        let mut msg = vec![0, 1, 0x81, 0x83, 0, 1, 0, 0, 0, 1, 0, 0];
+        msg.extend(name("a.example"));
+        msg.extend([0, 1, 0, 1]);
+        msg.extend(name("example"));
+        msg.extend([0, 6, 0, 1, 0, 0, 0, 60, 0, 0]); // SOA, TTL 60, RDLENGTH 0
+        msg.extend([0u8; 30]); // what it must not read
+        assert_eq!(layout(&msg), Err(WireError::Truncated));
+        let mut good = msg[..msg.len() - 32].to_vec();
+        let mut rdata = name("ns.example");
+        rdata.extend(name("h.example"));
+        rdata.extend([0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 30]);
+        good.extend((rdata.len() as u16).to_be_bytes());
+        good.extend(rdata);
+        assert_eq!(layout(&good).unwrap().soa_negative_ttl, Some(30));
+    }
+
+    #[test]
+    fn layout_accepts_one_opt_in_the_additional_section_only() {
+        // Found by the upstream_response fuzz target: with two OPT records, egress removed
+        // the first for a client without EDNS and passed the second on.
+        let base = |an: u8, ar: u8| {
+            let mut m = vec![0, 1, 0x81, 0x80, 0, 1, 0, an, 0, 0, 0, ar];
+            m.extend(name("a.example"));
+            m.extend([0, 1, 0, 1]);
+            m
+        };
+        let opt = [0u8, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0];
+        let one = [base(0, 1), opt.to_vec()].concat();
+        assert!(layout(&one).unwrap().opt.is_some());
+        let two = [base(0, 2), opt.to_vec(), opt.to_vec()].concat();
+        assert_eq!(layout(&two), Err(WireError::BadOpt));
+        let in_answer = [base(1, 0), opt.to_vec()].concat();
+        assert_eq!(layout(&in_answer), Err(WireError::BadOpt));
     }
 
     #[test]

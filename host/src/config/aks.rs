@@ -342,6 +342,14 @@ fn is_cluster_local(name: &LowerName) -> bool {
 
 /// The AKS validation rules, every violation reported.
 fn check_rules(text: &str, overrides: &[Override], errs: &mut Collector<'_>) {
+    if overrides.is_empty() {
+        // Both maps given and empty (or every entry invalid): nothing to listen on, which
+        // the native config rejects too.
+        errs.at(
+            "",
+            "no zones: vnetDNSOverrides and kubeDNSOverrides are both empty",
+        );
+    }
     let mut seen = std::collections::HashSet::new();
     for o in overrides {
         if !seen.insert((o.map.view(), o.name.clone())) {

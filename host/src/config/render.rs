@@ -130,7 +130,7 @@ fn zone(out: &mut String, z: &ZoneSpec) {
         out,
         "\n[[zone]]\nview = {}\nname = {}\nforward = {}\nquery_log = {}\npolicies = {}\n",
         q(&z.view),
-        q(&z.name.to_string()),
+        q(&z.name.to_ascii()), // Display would show IDN labels in Unicode
         q(&z.forward),
         q(query_log),
         list(z.policies.iter().map(|p| q(p))),

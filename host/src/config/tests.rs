@@ -198,3 +198,27 @@ fn oci_section_defaults_and_errors() {
         Duration::from_secs(3)
     );
 }
+
+#[test]
+fn to_toml_keeps_idn_zone_names_in_ascii() {
+    // Found by the aks_json fuzz target: an `xn--` zone rendered in Unicode, which the
+    // parser (rightly) rejects, so `zonegate import` produced a config that did not load.
+    let t = TestEnv::new("round-idn", "nameserver 10.0.0.10\n");
+    let text = r#"
+[[listen]]
+address = "127.0.0.1:5300"
+view = "default"
+[upstreams.up]
+servers = ["10.0.0.10:53"]
+[[zone]]
+name = "xn--bcher-kva.example"
+forward = "up"
+"#;
+    let c = parse(text, "idn.toml", &t.env).unwrap();
+    let rendered = to_toml(&c);
+    assert!(
+        rendered.contains("\"xn--bcher-kva.example.\""),
+        "{rendered}"
+    );
+    assert_eq!(parse(&rendered, "rendered", &t.env), Ok(c), "{rendered}");
+}

@@ -8,11 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::Shared;
+use super::frame::FrameDecoder;
 use super::slots::{Admission, SlotGuard, Slots};
 use crate::metrics::ReasonLabels;
 use crate::pipeline::{ListenerInfo, Step};
@@ -74,12 +76,16 @@ async fn connection(
     shared: Arc<Shared>,
     slot: SlotGuard,
 ) {
-    let (read, mut write) = stream.into_split();
+    let (mut read, mut write) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
     let writer = tokio::spawn(async move {
         while let Some(reply) = rx.recv().await {
+            // Egress caps TCP answers at 65,535 bytes; anything longer cannot be framed.
+            let Ok(len) = u16::try_from(reply.len()) else {
+                continue;
+            };
             let mut framed = Vec::with_capacity(reply.len() + 2);
-            framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&len.to_be_bytes());
             framed.extend_from_slice(&reply);
             if write.write_all(&framed).await.is_err() {
                 break;
@@ -94,12 +100,12 @@ async fn connection(
             s.config.server.tcp_max_queries,
         )
     };
-    let mut read = BufReader::new(read);
+    let mut frames = FrameDecoder::new();
     let mut shutdown = shared.shutdown.clone();
     let mut served: u32 = 0;
     loop {
         let frame = tokio::select! {
-            f = read_frame(&mut read, idle) => f,
+            f = read_frame(&mut read, &mut frames, idle) => f,
             _ = shutdown.wait_for(|s| *s) => None,
             () = slot.slot.evict.notified() => None,
         };
@@ -138,16 +144,24 @@ async fn connection(
 }
 
 /// Reads one length-prefixed message; None on EOF, error, or when the whole frame does not
-/// arrive within `idle`.
+/// arrive within `idle`. Reads only when no complete frame is buffered, so `frames` holds
+/// at most one partial frame plus one read.
 async fn read_frame(
-    read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    read: &mut OwnedReadHalf,
+    frames: &mut FrameDecoder,
     idle: Duration,
 ) -> Option<Vec<u8>> {
     tokio::time::timeout(idle, async {
-        let len = read.read_u16().await.ok()? as usize;
-        let mut buf = vec![0u8; len];
-        read.read_exact(&mut buf).await.ok()?;
-        Some(buf)
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(frame) = frames.next_frame() {
+                return Some(frame);
+            }
+            match read.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => frames.push(&chunk[..n]),
+            }
+        }
     })
     .await
     .ok()

@@ -93,7 +93,7 @@ impl Snapshot {
     ) -> Vec<u8> {
         let zone = &self.zones[zi];
         let m = &self.metrics;
-        let code = Header::new(&reply).map_or(2, |h| h.rcode());
+        let code = full_rcode(&reply);
         let elapsed = started.elapsed();
         m.responses
             .get_or_create(&ResponseLabels {
@@ -141,7 +141,7 @@ impl Snapshot {
         reply: Vec<u8>,
         _started: Instant,
     ) -> Vec<u8> {
-        let code = Header::new(&reply).map_or(2, |h| h.rcode());
+        let code = full_rcode(&reply);
         self.metrics
             .responses
             .get_or_create(&ResponseLabels {
@@ -154,6 +154,21 @@ impl Snapshot {
             .inc();
         reply
     }
+}
+
+/// The reply's RCODE including the extended bits of its OPT record (BADVERS is 16, not
+/// NOERROR); SERVFAIL for a reply without a header. Saturates at 255.
+fn full_rcode(reply: &[u8]) -> u8 {
+    let Ok(h) = Header::new(reply) else {
+        return 2;
+    };
+    let extended = wire::find_opt(reply)
+        .ok()
+        .flatten()
+        .and_then(|o| wire::read_record(reply, o.range.0).ok())
+        .and_then(|rr| reply.get(rr.ttl_at).copied())
+        .unwrap_or(0);
+    u8::try_from((u16::from(extended) << 4) | u16::from(h.rcode())).unwrap_or(u8::MAX)
 }
 
 /// One line in CoreDNS's log-plugin format:
@@ -215,4 +230,30 @@ fn reply_flags(reply: &[u8]) -> String {
         .map(|(_, n)| *n)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_rcode_includes_the_extended_bits() {
+        let header = |rcode: u8| vec![0, 1, 0x80, rcode, 0, 0, 0, 0, 0, 0, 0, 0];
+        let with_opt = |rcode: u8, ext: u8| {
+            let mut r = header(rcode);
+            wire::push_opt(&mut r, 1232, ext, false);
+            r
+        };
+        let cases: &[(&str, Vec<u8>, u8)] = &[
+            ("plain NOERROR", header(0), 0),
+            ("plain REFUSED", header(5), 5),
+            ("BADVERS: header 0, extended 1", with_opt(0, 1), 16),
+            ("OPT without extended bits", with_opt(3, 0), 3),
+            ("no header", vec![0, 1, 0x80], 2),
+        ];
+        for (what, reply, want) in cases {
+            assert_eq!(full_rcode(reply), *want, "{what}");
+        }
+        assert_eq!(rcode_label(full_rcode(&with_opt(0, 1))), "BADVERS");
+    }
 }

@@ -173,3 +173,24 @@ fn finalize_truncates_over_the_clients_size() {
     assert!(!m.metadata.truncation);
     assert_eq!(m.answers.len(), 60);
 }
+
+#[test]
+fn finalize_sets_our_size_in_an_opt_whose_owner_is_not_one_byte() {
+    // Found by the upstream_response fuzz target: the size was written one byte past the
+    // OPT's start, so an OPT owned by a compression pointer had its TYPE overwritten and
+    // the client got no OPT at all.
+    let client_q = with_edns(query("www.example.com.", RecordType::A), 4096, false);
+    let req = parse(&client_q.to_vec().unwrap(), client(), Transport::Udp).unwrap();
+    let mut answer = upstream_answer(1);
+    let opt = wire::find_opt(&answer).unwrap().unwrap();
+    assert_eq!(opt.range.1, answer.len(), "the OPT comes last");
+    answer[opt.range.0] = 0xc0; // owner: a pointer to the question name (offset 12)
+    answer.insert(opt.range.0 + 1, 12);
+    let out = finalize(answer, &req, 1232);
+    let opt = wire::find_opt(&out).unwrap().expect("OPT kept");
+    assert_eq!(opt.udp_size, 1232);
+    assert_eq!(
+        wire::read_record(&out, opt.range.0).unwrap().rtype,
+        wire::TYPE_OPT
+    );
+}

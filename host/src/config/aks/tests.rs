@@ -306,3 +306,14 @@ fn load_aks_reads_a_file() {
     assert_eq!(c.zones.len(), 4);
     assert!(load_aks(&t.dir.join("missing.json"), &opts(), &t.env).is_err());
 }
+
+#[test]
+fn both_maps_empty_is_an_error() {
+    // Found by the aks_json fuzz target: `{}` for both maps imported as a config with no
+    // listener and no zone, which the native loader (rightly) refuses.
+    let text = r#"{"vnetDNSOverrides": {}, "kubeDNSOverrides": {}}"#;
+    let errs = import("empty-maps", text, &opts()).unwrap_err();
+    assert!(errs.iter().any(|e| e.contains("no zones")), "{errs:?}");
+    let one_empty = r#"{"vnetDNSOverrides": {}, "kubeDNSOverrides": {".": {}}}"#;
+    assert!(import("one-empty", one_empty, &opts()).is_ok());
+}
