@@ -62,6 +62,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --manifest-path guest-sdk/Cargo.toml --all-targets -- -D warnings
 cargo clippy --manifest-path policies/Cargo.toml --all-targets -- -D warnings
 
+step "fuzzing (bounded: 20 s a target; longer locally with scripts/fuzz.sh 600)"
+bash scripts/fuzz.sh 20
+
 step "deploy manifests"
 # Last, so its closing "N passed, N failed" line is the run's last line.
 bash deploy/validate.sh
