@@ -431,16 +431,16 @@ fn policy_test_and_check_commands_work_for_authors() {
     )
     .unwrap();
     let run = |args: &[&std::ffi::OsStr]| Zonegate::command().unwrap().args(args).output().unwrap();
-    let out = run(&[
-        "policy".as_ref(),
-        "test".as_ref(),
-        "--policy".as_ref(),
-        policy.as_os_str(),
-        "--settings".as_ref(),
-        settings.as_os_str(),
-        "--cases".as_ref(),
-        cases.as_os_str(),
-    ]);
+    let run_cases = || {
+        let mut cmd = Zonegate::command().unwrap();
+        cmd.args(["policy", "test", "--policy"]).arg(&policy);
+        cmd.arg("--settings")
+            .arg(&settings)
+            .arg("--cases")
+            .arg(&cases);
+        cmd.output().unwrap()
+    };
+    let out = run_cases();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -454,16 +454,7 @@ fn policy_test_and_check_commands_work_for_authors() {
         r#"[{"query": "api.stripe.com", "client": "10.1.2.3", "expect": "deny:refused"}]"#,
     )
     .unwrap();
-    let out = run(&[
-        "policy".as_ref(),
-        "test".as_ref(),
-        "--policy".as_ref(),
-        policy.as_os_str(),
-        "--settings".as_ref(),
-        settings.as_os_str(),
-        "--cases".as_ref(),
-        cases.as_os_str(),
-    ]);
+    let out = run_cases();
     assert!(!out.status.success());
     let out = run(&["policy".as_ref(), "check".as_ref(), policy.as_os_str()]);
     assert!(
