@@ -6,6 +6,7 @@
 //! current snapshot; a miss becomes its own task, counted in [`Inflight`] so a drain can
 //! wait for it.
 
+mod mmsg;
 mod tcp;
 mod udp;
 
@@ -82,8 +83,8 @@ pub struct Bound {
 
 /// Binds `workers` UDP sockets and one TCP listener on `listen.address`, all with
 /// `SO_REUSEPORT`. Port 0 takes the kernel's choice for the first socket and reuses it for
-/// the others.
-pub fn bind(listen: &Listen, workers: usize) -> io::Result<Bound> {
+/// the others. `index` is the listener's position in `config.listeners`.
+pub fn bind(listen: &Listen, index: usize, workers: usize) -> io::Result<Bound> {
     let mut address = listen.address;
     let mut udp = Vec::new();
     if listen.udp {
@@ -108,6 +109,7 @@ pub fn bind(listen: &Listen, workers: usize) -> io::Result<Bound> {
     let info = ListenerInfo {
         view: Arc::from(listen.view.as_str()),
         server: Label::from(format!("dns://{address}").as_str()),
+        index,
     };
     Ok(Bound {
         info,

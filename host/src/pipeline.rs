@@ -8,6 +8,7 @@
 
 mod answer;
 mod respond;
+mod stats;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use thiserror::Error;
 use crate::cache::{Cache, CacheKey, EvictionCounters, Hit, Lookup};
 use crate::config::{Config, IpNet, ServeStale, ZoneSpec};
 use crate::metrics::{CacheTypeLabels, Label, Metrics, ReasonLabels, ZoneLabels};
+
 use crate::policy::{
     Policies, PolicyChain, PolicyEngine, PolicyError, PolicyQuery, Transport, Verdict,
 };
@@ -25,6 +27,7 @@ use crate::request::{self, Rejected, Request, rcode};
 use crate::upstream::{UpstreamError, UpstreamGroup, UpstreamQuery, Upstreams};
 use crate::wire;
 use crate::zones::ZoneTable;
+use stats::{ZoneStats, ZoneStatsSlots};
 
 pub use respond::Outcome;
 
@@ -50,6 +53,8 @@ pub struct Zone {
     pub cache: Arc<Cache>,
     pub chain: PolicyChain,
     pub upstream: Arc<UpstreamGroup>,
+    /// Metric handles per listener.
+    stats: ZoneStatsSlots,
 }
 
 /// What a listener tells the pipeline about itself.
@@ -58,6 +63,8 @@ pub struct ListenerInfo {
     pub view: Arc<str>,
     /// `dns://127.0.0.1:53`, the `server` metric label.
     pub server: Label,
+    /// The listener's position in `config.listeners`: its slot for per-zone metric handles.
+    pub index: usize,
 }
 
 /// Everything one configuration needs to answer queries.
@@ -92,6 +99,7 @@ pub struct Pending {
     stale: Option<Hit>,
     started: Instant,
     server: Label,
+    listener: usize,
 }
 
 impl Snapshot {
@@ -154,6 +162,7 @@ impl Snapshot {
                 spec: spec.clone(),
                 cache,
                 upstream,
+                stats: ZoneStatsSlots::new(config.listeners.len()),
             });
         }
         let names: Vec<Vec<u8>> = config
@@ -215,7 +224,8 @@ impl Snapshot {
             return Step::Reply(self.rejected(listener, reply, started));
         };
         let zone = &self.zones[zi];
-        self.count_request(zone, listener, &req);
+        let stats = stats::of(&self.metrics, zone, listener);
+        self.count_request(&stats, &req);
         // 3. Policy chain.
         let mut group = &zone.upstream;
         if !zone.chain.is_empty() {
@@ -228,19 +238,17 @@ impl Snapshot {
                 Verdict::Route(target) => match self.upstreams.get(&target) {
                     Some(g) => group = g,
                     None => {
-                        return Step::Reply(
-                            self.unknown_route(zi, &req, &target, listener, started),
-                        );
+                        return Step::Reply(self.unknown_route(zi, &stats, &req, &target, started));
                     }
                 },
                 Verdict::Deny(kind) => {
                     let reply = answer::denial(&req, kind, self.udp_size);
                     return Step::Reply(self.finish(
                         zi,
+                        &stats,
                         &req,
                         reply,
                         Outcome::Policy,
-                        listener,
                         started,
                     ));
                 }
@@ -248,10 +256,10 @@ impl Snapshot {
                     let reply = answer::synthesize(&req, &records, self.udp_size);
                     return Step::Reply(self.finish(
                         zi,
+                        &stats,
                         &req,
                         reply,
                         Outcome::Policy,
-                        listener,
                         started,
                     ));
                 }
@@ -267,41 +275,26 @@ impl Snapshot {
             cd: req.cd,
         };
         let now = Instant::now();
-        let zl = self.zone_labels(zone, listener);
-        self.metrics.cache_requests.get_or_create(&zl).inc();
+        stats.cache_request();
         let stale = match zone.cache.lookup(&key, now) {
             Lookup::Fresh(hit) => {
-                self.count_hit(zone, listener, &hit);
+                stats.cache_hit(hit.kind());
                 let reply = request::finalize(hit.render(now), &req, self.udp_size);
-                return Step::Reply(self.finish(
-                    zi,
-                    &req,
-                    reply,
-                    Outcome::Cache,
-                    listener,
-                    started,
-                ));
+                return Step::Reply(self.finish(zi, &stats, &req, reply, Outcome::Cache, started));
             }
             Lookup::Stale { hit, refresh }
                 if zone.spec.cache.serve_stale == ServeStale::Immediate =>
             {
-                self.metrics.cache_served_stale.get_or_create(&zl).inc();
+                stats.served_stale();
                 if refresh {
                     self.spawn_refresh(zi, group.clone(), key);
                 }
                 let reply = request::finalize(hit.render(now), &req, self.udp_size);
-                return Step::Reply(self.finish(
-                    zi,
-                    &req,
-                    reply,
-                    Outcome::Stale,
-                    listener,
-                    started,
-                ));
+                return Step::Reply(self.finish(zi, &stats, &req, reply, Outcome::Stale, started));
             }
             Lookup::Stale { hit, .. } => Some(hit),
             Lookup::Miss => {
-                self.metrics.cache_misses.get_or_create(&zl).inc();
+                stats.cache_miss();
                 None
             }
         };
@@ -314,6 +307,7 @@ impl Snapshot {
             stale,
             started,
             server: listener.server.clone(),
+            listener: listener.index,
         }))
     }
 
@@ -323,7 +317,9 @@ impl Snapshot {
         let listener = ListenerInfo {
             view: zone.view.0.clone(),
             server: p.server.clone(),
+            index: p.listener,
         };
+        let stats = stats::of(&self.metrics, zone, &listener);
         let result = match &p.stale {
             // Verify: refresh first, in a task of its own so a slow answer still lands in
             // the cache after we have answered stale.
@@ -344,10 +340,7 @@ impl Snapshot {
                 Outcome::Forward,
             ),
             (Err(_), Some(hit)) => {
-                self.metrics
-                    .cache_served_stale
-                    .get_or_create(&self.zone_labels(zone, &listener))
-                    .inc();
+                stats.served_stale();
                 let reply = request::finalize(hit.render(Instant::now()), &p.req, self.udp_size);
                 (reply, Outcome::Stale)
             }
@@ -363,7 +356,7 @@ impl Snapshot {
                 )
             }
         };
-        self.finish(p.zone, &p.req, reply, outcome, &listener, p.started)
+        self.finish(p.zone, &stats, &p.req, reply, outcome, p.started)
     }
 
     /// Asks the group and stores the answer; returns the bytes to answer with (TTLs as the
@@ -452,9 +445,9 @@ impl Snapshot {
     fn unknown_route(
         &self,
         zi: usize,
+        stats: &ZoneStats,
         req: &Request,
         target: &str,
-        listener: &ListenerInfo,
         started: Instant,
     ) -> Vec<u8> {
         tracing::warn!(zone = %self.zones[zi].label, route = target, "policy routed to an unknown upstream group");
@@ -466,26 +459,7 @@ impl Snapshot {
             })
             .inc();
         let reply = request::reply_with_rcode(req, rcode::SERVFAIL, self.udp_size);
-        self.finish(zi, req, reply, Outcome::Policy, listener, started)
-    }
-
-    fn zone_labels(&self, zone: &Zone, listener: &ListenerInfo) -> ZoneLabels {
-        ZoneLabels {
-            server: listener.server.clone(),
-            zone: zone.label.clone(),
-            view: zone.view.clone(),
-        }
-    }
-
-    fn count_hit(&self, zone: &Zone, listener: &ListenerInfo, hit: &Hit) {
-        let r#type = hit.kind().label();
-        let labels = CacheTypeLabels {
-            server: listener.server.clone(),
-            zone: zone.label.clone(),
-            view: zone.view.clone(),
-            r#type,
-        };
-        self.metrics.cache_hits.get_or_create(&labels).inc();
+        self.finish(zi, stats, req, reply, Outcome::Policy, started)
     }
 }
 
