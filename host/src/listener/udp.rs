@@ -1,43 +1,73 @@
-//! The UDP loop: one task per socket; hits answered inline, misses in their own task.
+//! The UDP loop: one task per socket. Queries arrive in batches (`recvmmsg`); hits are
+//! answered inline and their replies leave together (`sendmmsg`); misses get their own task.
 
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::Shared;
+use super::mmsg::{self, BATCH, RecvBatch};
 use crate::pipeline::{ListenerInfo, Step};
 use crate::policy::Transport;
 
 /// Serves one UDP socket until the task is aborted (drain).
 pub async fn serve(socket: UdpSocket, info: ListenerInfo, shared: Arc<Shared>) {
     let socket = Arc::new(socket);
-    let mut buf = vec![0u8; 65_535];
+    let fd = socket.as_raw_fd();
+    let mut batch = RecvBatch::new();
+    let mut out: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
     loop {
-        let (len, peer) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
+        let n = match socket.async_io(Interest::READABLE, || batch.recv(fd)).await {
+            Ok(n) => n,
             Err(e) => {
                 // ICMP errors from earlier sends surface here on some kernels: not fatal.
                 tracing::debug!(error = %e, "udp receive");
                 continue;
             }
         };
-        let started = Instant::now();
         let snapshot = shared.snapshot.load_full();
-        match snapshot.prepare(&buf[..len], peer, Transport::Udp, &info, started) {
-            Step::Reply(reply) => {
-                let _ = socket.send_to(&reply, peer).await;
+        for (packet, peer) in (0..n).filter_map(|i| batch.get(i)) {
+            let started = Instant::now();
+            match snapshot.prepare(packet, peer, Transport::Udp, &info, started) {
+                Step::Reply(reply) => out.push((reply, peer)),
+                Step::Drop => {}
+                Step::Forward(pending) => {
+                    let socket = socket.clone();
+                    let shared = shared.clone();
+                    let snapshot = snapshot.clone();
+                    tokio::spawn(async move {
+                        let _guard = shared.inflight.enter();
+                        let reply = snapshot.complete(pending).await;
+                        let _ = socket.send_to(&reply, peer).await;
+                    });
+                }
             }
-            Step::Drop => {}
-            Step::Forward(pending) => {
-                let socket = socket.clone();
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let _guard = shared.inflight.enter();
-                    let reply = snapshot.complete(pending).await;
-                    let _ = socket.send_to(&reply, peer).await;
-                });
+        }
+        flush(&socket, &mut out).await;
+    }
+}
+
+/// Sends every reply of a batch; a reply the kernel refuses is dropped, as a failed
+/// `send_to` was. Bounded: each round sends or drops at least one reply.
+async fn flush(socket: &UdpSocket, out: &mut Vec<(Vec<u8>, SocketAddr)>) {
+    let fd = socket.as_raw_fd();
+    let mut done = 0;
+    while done < out.len() {
+        let rest = &out[done..];
+        match socket
+            .async_io(Interest::WRITABLE, || mmsg::send(fd, rest))
+            .await
+        {
+            Ok(n) => done += n.max(1),
+            Err(e) => {
+                tracing::debug!(error = %e, "udp send");
+                done += 1;
             }
         }
     }
+    out.clear();
 }
