@@ -64,7 +64,7 @@ impl UdpPool {
                 Err(AttemptError::Closed) => self.register(query, timeout)?,
                 other => other?,
             };
-            let _unregister = Unregister(&s.demux, r.id);
+            let _unregister = Unregister(&s.demux, r.id, r.token);
             if let Err(e) = s.sock.send(&r.message).await {
                 s.retired.store(true, Ordering::Release);
                 return Err(e.into());
@@ -131,22 +131,35 @@ impl UdpPool {
 }
 
 /// Dispatches answers until the socket fails, or has nothing in flight and is retired or
-/// has been idle for `expire`. Wakes every `tick` to check.
+/// has been idle for `expire`. Checks that every `tick`, on one timer for the socket's
+/// life (not one per datagram).
 async fn read_loop(s: Arc<Sock>, tick: Duration, expire: Duration, metrics: Arc<Metrics>) {
     let mut buf = vec![0u8; RECV_BUF];
     let mut last = Instant::now();
+    let check = tokio::time::sleep(tick);
+    tokio::pin!(check);
     loop {
-        match tokio::time::timeout(tick, s.sock.recv(&mut buf)).await {
-            Ok(Ok(n)) if n < RECV_BUF => {
-                last = Instant::now();
-                s.demux.dispatch(buf[..n].to_vec(), &metrics);
-            }
-            Ok(Ok(_)) => demux::ignored(&metrics),
-            Ok(Err(_)) => break,
-            Err(_) => {}
+        tokio::select! {
+            biased;
+            r = s.sock.recv(&mut buf) => match r {
+                Ok(n) if n < RECV_BUF => {
+                    last = Instant::now();
+                    s.demux.dispatch(buf[..n].to_vec(), &metrics);
+                    if s.retired.load(Ordering::Acquire) && s.demux.close_if_idle() {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(_) => demux::ignored(&metrics),
+                Err(e) => {
+                    tracing::debug!(error = %e, "upstream udp socket failed");
+                    break;
+                }
+            },
+            () = &mut check => check.as_mut().reset(Instant::now() + tick),
         }
         let done = s.retired.load(Ordering::Acquire) || last.elapsed() >= expire;
-        if done && s.demux.is_idle() {
+        if done && s.demux.close_if_idle() {
             break;
         }
     }
