@@ -332,7 +332,7 @@ impl Snapshot {
                     Ok(Err(_)) | Err(_) => Err(UpstreamError::Timeout),
                 }
             }
-            None => self.fetch(p.zone, &p.group, &p.key).await,
+            None => self.fetch(p.zone, &p.group, p.key).await,
         };
         let (reply, outcome) = match (result, p.stale) {
             (Ok(bytes), _) => (
@@ -365,7 +365,7 @@ impl Snapshot {
         &self,
         zi: usize,
         group: &UpstreamGroup,
-        key: &CacheKey,
+        key: CacheKey,
     ) -> Result<Vec<u8>, UpstreamError> {
         let q = UpstreamQuery {
             name: &key.name,
@@ -380,14 +380,10 @@ impl Snapshot {
         };
         let cache = &self.zones[zi].cache;
         let now = Instant::now();
-        if cache
-            .store(key.clone(), &answer.bytes, &layout, now)
-            .is_ok()
-            && let Lookup::Fresh(hit) = cache.lookup(key, now)
-        {
-            return Ok(hit.render(now));
+        match cache.store_hit(key, &answer.bytes, &layout, now) {
+            Ok(hit) => Ok(hit.render(now)),
+            Err(_) => Ok(answer.bytes.to_vec()),
         }
-        Ok(answer.bytes.to_vec())
     }
 
     fn spawn_fetch(
@@ -397,7 +393,7 @@ impl Snapshot {
         key: CacheKey,
     ) -> tokio::task::JoinHandle<Result<Vec<u8>, UpstreamError>> {
         tokio::spawn(async move {
-            let r = self.fetch(zi, &group, &key).await;
+            let r = self.fetch(zi, &group, key.clone()).await;
             if r.is_err() {
                 self.zones[zi].cache.refresh_failed(&key);
                 let z = &self.zones[zi];
