@@ -6,12 +6,16 @@
 # Workloads, per proxy, on a freshly started proxy:
 #   hot   1,000 names, warmed once, then queried in a loop for --duration seconds
 #   cold  100,000 distinct names never asked before, each once (bounded by --cold-limit seconds)
+#   policy  (with --policy FILE, zonegate only) the hot workload again on a fresh zonegate with
+#           fqdn-allowlist (FILE, e.g. target/wasm/fqdn_allowlist.wasm) and 20 rules in the path;
+#           --policy-cache-for N sets its memoization hint (default 60, the policy's own
+#           default; 0 = the guest runs on every query)
 # Reported per proxy and workload: qps, answered, lost, NOERROR share, mean latency, proxy CPU
 # time per answered query (utime+stime from /proc/PID/stat, delta over the workload ÷ answered)
 # and memory (VmRSS and VmHWM after the workload). A Markdown table goes to stdout and --out.
 #
 # Usage: tests/bench/run.sh [--only zonegate,unbound,dnsdist] [--duration S] [--cold-limit S]
-#                           [--out FILE]
+#                           [--policy FILE [--policy-cache-for N]] [--out FILE]
 # Environment: ZONEGATE_BIN (default target/release/zonegate: `cargo build --release -p zonegate`),
 #   BENCH_PORT_BASE (default 25350; ports base … base+6 on 127.0.0.1), BENCH_OUTSTANDING (dnsperf
 #   -q, default 100), BENCH_KEEP=1 keeps the work dir (configs, logs, dnsperf outputs).
@@ -30,19 +34,28 @@ hot_names=1000
 cold_names=100000
 outstanding=${BENCH_OUTSTANDING:-100}
 zonegate_bin=${ZONEGATE_BIN:-$root/target/release/zonegate}
+policy=
+policy_cache_for=60
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case $1 in
     --only) only=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --cold-limit) cold_limit=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --policy) policy=$2; shift 2 ;;
+    --policy-cache-for) policy_cache_for=$2; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "unknown argument: $1" >&2; usage 2 ;;
   esac
 done
 IFS=, read -r -a proxies <<< "$only"
+if [ -n "$policy" ]; then
+  [ -f "$policy" ] || { echo "policy not found: $policy" >&2; exit 2; }
+  policy=$(cd "$(dirname "$policy")" && pwd)/$(basename "$policy")
+  [[ ",$only," == *,zonegate,* ]] || { echo "--policy needs zonegate in --only" >&2; exit 2; }
+fi
 for proxy in "${proxies[@]}"; do
   case $proxy in zonegate|unbound|dnsdist) ;; *) echo "unknown proxy: $proxy" >&2; exit 2 ;; esac
 done
@@ -100,6 +113,7 @@ render() { # template → file, with every {{KEY}} filled in
   sed -e "s|{{DIR}}|$work|g" -e "s|{{NAMED_PORT}}|$named_port|g" -e "s|{{PORT}}|$2|g" \
       -e "s|{{METRICS_PORT}}|$metrics_port|g" -e "s|{{HEALTH_PORT}}|$health_port|g" \
       -e "s|{{READY_PORT}}|$ready_port|g" -e "s|{{LAST}}|$((hot_names + cold_names - 1))|g" \
+      -e "s|{{POLICY}}|$policy|g" -e "s|{{CACHE_FOR}}|$policy_cache_for|g" \
       "$here/$1" > "$work/$3"
 }
 
@@ -138,10 +152,12 @@ wait_answering "$named_port" named "$named_pid"
 
 # --- proxies ----------------------------------------------------------------------------------
 start_proxy() { # name → sets proxy_pid
-  local p=${port[$1]}
+  local p=${port[${1%+policy}]}
   case $1 in
-    zonegate)
-      render zonegate.toml.in "$p" zonegate.toml
+    zonegate|zonegate+policy)
+      local template=zonegate.toml.in
+      [ "$1" = zonegate+policy ] && template=zonegate-policy.toml.in
+      render "$template" "$p" zonegate.toml
       RUST_LOG=${RUST_LOG:-warn} "${pin_proxy[@]}" "$zonegate_bin" run --config "$work/zonegate.toml" \
         --ready-file "$work/zonegate.ready" > "$work/zonegate.log" 2>&1 &
       ;;
@@ -156,7 +172,7 @@ start_proxy() { # name → sets proxy_pid
   esac
   proxy_pid=$!
   pids+=("$proxy_pid")
-  wait_answering "$p" "$1" "$proxy_pid"
+  wait_answering "$p" "${1%+policy}" "$proxy_pid"
 }
 
 stop_proxy() {
@@ -165,7 +181,7 @@ stop_proxy() {
 }
 
 dnsperf_run() { # proxy output-file dnsperf-args…
-  local p=${port[$1]} file=$2
+  local p=${port[${1%+policy}]} file=$2
   shift 2
   "${pin_upstream[@]}" dnsperf -s 127.0.0.1 -p "$p" -c 1 -T 1 -q "$outstanding" -t 2 "$@" > "$file" 2>&1
 }
@@ -182,7 +198,7 @@ measure() { # proxy workload dnsperf-args…
   before=$(cpu_ticks "$proxy_pid")
   dnsperf_run "$proxy" "$file" "$@"
   after=$(cpu_ticks "$proxy_pid")
-  kill -0 "$proxy_pid" 2>/dev/null || { echo "$proxy died during $workload" >&2; cat "$work/$proxy.log" >&2; exit 1; }
+  kill -0 "$proxy_pid" 2>/dev/null || { echo "$proxy died during $workload" >&2; cat "$work/${proxy%+policy}.log" >&2; exit 1; }
   local qps answered lost noerror latency rss hwm
   qps=$(field "$file" "Queries per second:")
   answered=$(field "$file" "Queries completed:")
@@ -206,6 +222,13 @@ for proxy in "${proxies[@]}"; do
   measure "$proxy" hot -d "$work/hot.txt" -l "$duration"
   measure "$proxy" cold -d "$work/cold.txt" -n 1 -l "$cold_limit"
   stop_proxy
+  if [ "$proxy" = zonegate ] && [ -n "$policy" ]; then
+    echo "== zonegate with fqdn-allowlist (cache_for $policy_cache_for)" >&2
+    start_proxy zonegate+policy
+    dnsperf_run zonegate+policy "$work/zonegate-policy-warm.dnsperf" -d "$work/hot.txt" -n 1 -l 30
+    measure zonegate+policy hot -d "$work/hot.txt" -l "$duration"
+    stop_proxy
+  fi
 done
 
 # --- report -----------------------------------------------------------------------------------
@@ -227,6 +250,9 @@ mkdir -p "$(dirname "$out")"
   joined=$(IFS=,; echo "${names[*]}")
   echo "- Proxies on CPU 1, one worker each: ${joined//,/, }"
   echo "- hot: $hot_names names, warmed, looped for ${duration} s; cold: $cold_names new names, each once"
+  if [ -n "$policy" ]; then
+    echo "- zonegate+policy: hot again with fqdn-allowlist ($(basename "$policy"), 20 rules, cache_for $policy_cache_for) in the path"
+  fi
   echo "- CPU µs/q: proxy utime+stime over the workload ÷ answered queries (clock tick $((1000000 / clk)) µs)."
   echo "  With one dnsperf thread sharing CPU 0, hot qps is usually bounded by the load generator, not"
   echo "  the proxy: compare proxies on CPU µs/q."
