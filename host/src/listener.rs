@@ -6,7 +6,6 @@
 //! current snapshot; a miss becomes its own task, counted in [`Inflight`] so a drain can
 //! wait for it.
 
-mod mmsg;
 mod tcp;
 mod udp;
 

@@ -1,16 +1,17 @@
 //! The UDP loop: one task per socket. Queries arrive in batches (`recvmmsg`); hits are
-//! answered inline and their replies leave together (`sendmmsg`); misses get their own task.
+//! answered inline and their replies leave together (`sendmmsg`); misses get their own task,
+//! and the replies of misses that complete together leave together too ([`Replies`]).
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::Shared;
-use super::mmsg::{self, BATCH, RecvBatch};
+use crate::mmsg::{self, BATCH, MAX_DATAGRAM, RecvBatch};
 use crate::pipeline::{ListenerInfo, Step};
 use crate::policy::Transport;
 
@@ -18,10 +19,13 @@ use crate::policy::Transport;
 pub async fn serve(socket: UdpSocket, info: ListenerInfo, shared: Arc<Shared>) {
     let socket = Arc::new(socket);
     let fd = socket.as_raw_fd();
-    let mut batch = RecvBatch::new();
+    let mut batch = RecvBatch::new(BATCH, MAX_DATAGRAM);
     let mut out: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
+    let replies = Arc::new(Replies::default());
     loop {
-        let n = match socket.async_io(Interest::READABLE, || batch.recv(fd)).await {
+        // ERROR too, as tokio's own receive: a pending ICMP error is reported, not waited on.
+        let ready = Interest::READABLE | Interest::ERROR;
+        let n = match socket.async_io(ready, || batch.recv(fd)).await {
             Ok(n) => n,
             Err(e) => {
                 // ICMP errors from earlier sends surface here on some kernels: not fatal.
@@ -39,15 +43,42 @@ pub async fn serve(socket: UdpSocket, info: ListenerInfo, shared: Arc<Shared>) {
                     let socket = socket.clone();
                     let shared = shared.clone();
                     let snapshot = snapshot.clone();
+                    let replies = replies.clone();
                     tokio::spawn(async move {
                         let _guard = shared.inflight.enter();
                         let reply = snapshot.complete(pending).await;
-                        let _ = socket.send_to(&reply, peer).await;
+                        replies.send(&socket, reply, peer).await;
                     });
                 }
             }
         }
         flush(&socket, &mut out).await;
+    }
+}
+
+/// Replies of misses waiting to be sent. The first miss to queue one becomes the sender:
+/// it yields once, so misses completing in the same scheduler pass (answers that came in
+/// together) queue theirs, then sends them all. Its task is in flight until they are sent,
+/// so a drain still waits for every reply.
+#[derive(Default)]
+struct Replies {
+    queue: Mutex<Vec<(Vec<u8>, SocketAddr)>>,
+}
+
+impl Replies {
+    async fn send(&self, socket: &UdpSocket, reply: Vec<u8>, peer: SocketAddr) {
+        let first = {
+            let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            q.push((reply, peer));
+            q.len() == 1
+        };
+        if !first {
+            return;
+        }
+        tokio::task::yield_now().await;
+        let mut batch =
+            std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        flush(socket, &mut batch).await;
     }
 }
 

@@ -5,15 +5,18 @@
 //! spoofing resistance of issue 6 at a fraction of a fresh socket's cost per query.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+use crate::mmsg::RecvBatch;
 
 use super::demux::{self, Demux, Registered, Unregister};
 use super::server::AttemptError;
@@ -24,6 +27,8 @@ pub(crate) const POOL_SIZE: usize = 4;
 pub(crate) const QUERIES_PER_SOCKET: u32 = 256;
 /// Larger than any answer to our 1232-byte EDNS size; a datagram filling it is not trusted.
 const RECV_BUF: usize = 4096;
+/// Answers read per system call.
+const RECV_BATCH: usize = 8;
 
 /// One connected socket, its in-flight queries and its reader task.
 struct Sock {
@@ -134,23 +139,29 @@ impl UdpPool {
 /// has been idle for `expire`. Checks that every `tick`, on one timer for the socket's
 /// life (not one per datagram).
 async fn read_loop(s: Arc<Sock>, tick: Duration, expire: Duration, metrics: Arc<Metrics>) {
-    let mut buf = vec![0u8; RECV_BUF];
+    let mut batch = RecvBatch::new(RECV_BATCH, RECV_BUF);
+    let fd = s.sock.as_raw_fd();
     let mut last = Instant::now();
     let check = tokio::time::sleep(tick);
     tokio::pin!(check);
     loop {
         tokio::select! {
             biased;
-            r = s.sock.recv(&mut buf) => match r {
-                Ok(n) if n < RECV_BUF => {
+            r = s.sock.async_io(Interest::READABLE | Interest::ERROR, || batch.recv(fd)) => match r {
+                Ok(n) => {
                     last = Instant::now();
-                    s.demux.dispatch(buf[..n].to_vec(), &metrics);
+                    for (answer, _) in (0..n).filter_map(|i| batch.get(i)) {
+                        if answer.len() < RECV_BUF {
+                            s.demux.dispatch(answer.to_vec(), &metrics);
+                        } else {
+                            demux::ignored(&metrics);
+                        }
+                    }
                     if s.retired.load(Ordering::Acquire) && s.demux.close_if_idle() {
                         break;
                     }
                     continue;
                 }
-                Ok(_) => demux::ignored(&metrics),
                 Err(e) => {
                     tracing::debug!(error = %e, "upstream udp socket failed");
                     break;

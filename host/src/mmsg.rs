@@ -1,7 +1,8 @@
-//! Batched UDP I/O for the listener: `recvmmsg(2)` and `sendmmsg(2)` move up to [`BATCH`]
-//! datagrams per system call, so a burst of queries costs one receive and one send call
-//! instead of one of each per query. The only `unsafe` of the listener lives here: plain
-//! system calls over buffers this module owns, with the headers built on the stack per call.
+//! Batched UDP I/O for the listeners and upstream sockets: `recvmmsg(2)` and `sendmmsg(2)`
+//! move up to [`BATCH`] datagrams per system call, so a burst of queries (or answers) costs
+//! one call instead of one per datagram. The only `unsafe` of the data path lives here:
+//! plain system calls over buffers this module owns, with the headers built on the stack
+//! per call.
 
 use std::io;
 use std::mem;
@@ -12,12 +13,14 @@ use std::ptr;
 /// Datagrams per system call.
 pub(crate) const BATCH: usize = 32;
 /// Room for the largest UDP payload, so no query is ever cut short.
-const MAX_DATAGRAM: usize = 65_535;
+pub(crate) const MAX_DATAGRAM: usize = 65_535;
 
-/// Receive buffers for one batch. The buffer is allocated zeroed and only the pages a
-/// datagram is written to become resident (a query touches one page per slot).
+/// Receive buffers for up to [`BATCH`] datagrams of `slot` bytes each. The buffer is
+/// allocated zeroed and only the pages a datagram is written to become resident (a query
+/// touches one page per slot).
 pub(crate) struct RecvBatch {
     bufs: Box<[u8]>,
+    slot: usize,
     addrs: Box<[libc::sockaddr_storage]>,
     lens: [usize; BATCH],
     peers: [Option<SocketAddr>; BATCH],
@@ -25,25 +28,32 @@ pub(crate) struct RecvBatch {
 }
 
 impl RecvBatch {
-    pub(crate) fn new() -> Self {
+    /// `slots` (at most [`BATCH`]) datagrams of up to `slot` bytes per call; a longer one
+    /// is cut to `slot` bytes (callers that must notice use a slot longer than they accept).
+    pub(crate) fn new(slots: usize, slot: usize) -> Self {
+        let slots = slots.clamp(1, BATCH);
+        let slot = slot.max(1);
         // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
         let zero: libc::sockaddr_storage = unsafe { mem::zeroed() };
         RecvBatch {
-            bufs: vec![0u8; BATCH * MAX_DATAGRAM].into_boxed_slice(),
-            addrs: vec![zero; BATCH].into_boxed_slice(),
+            bufs: vec![0u8; slots * slot].into_boxed_slice(),
+            slot,
+            addrs: vec![zero; slots].into_boxed_slice(),
             lens: [0; BATCH],
             peers: [None; BATCH],
             count: 0,
         }
     }
 
-    /// Receives up to [`BATCH`] datagrams without blocking (`WouldBlock` when there are none).
+    /// Receives up to a batch of datagrams without blocking (`WouldBlock` when there are
+    /// none).
     pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         // SAFETY: zeroed iovec/mmsghdr are valid (null pointers, zero lengths); every
         // header is filled in below before the call.
         let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
-        let slots = self.bufs.chunks_exact_mut(MAX_DATAGRAM);
+        let slots = self.bufs.chunks_exact_mut(self.slot);
+        let count = self.addrs.len();
         for (i, (buf, addr)) in slots.zip(self.addrs.iter_mut()).enumerate() {
             iovs[i] = libc::iovec {
                 iov_base: buf.as_mut_ptr().cast(),
@@ -55,20 +65,20 @@ impl RecvBatch {
             h.msg_iov = &mut iovs[i];
             h.msg_iovlen = 1;
         }
-        // SAFETY: `hdrs` holds BATCH headers, each pointing at its own iovec (into `bufs`,
-        // MAX_DATAGRAM bytes each) and its own sockaddr_storage, all alive for the call.
+        // SAFETY: the first `count` (≤ BATCH) headers each point at their own iovec (into
+        // `bufs`, `slot` bytes each) and their own sockaddr_storage, alive for the call.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
                 hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
+                count as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 ptr::null_mut(),
             )
         };
         let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
         for (i, h) in hdrs.iter().enumerate().take(n) {
-            self.lens[i] = (h.msg_len as usize).min(MAX_DATAGRAM);
+            self.lens[i] = (h.msg_len as usize).min(self.slot);
             self.peers[i] = to_std(&self.addrs[i]);
         }
         self.count = n;
@@ -80,7 +90,7 @@ impl RecvBatch {
         if i >= self.count {
             return None;
         }
-        let start = i * MAX_DATAGRAM;
+        let start = i * self.slot;
         let data = self.bufs.get(start..start + self.lens[i])?;
         Some((data, self.peers[i]?))
     }
@@ -192,7 +202,7 @@ mod tests {
         while sent < out.len() {
             sent += send(client.as_raw_fd(), &out[sent..])?;
         }
-        let mut batch = RecvBatch::new();
+        let mut batch = RecvBatch::new(BATCH, MAX_DATAGRAM);
         let mut got = Vec::new();
         while got.len() < out.len() {
             let n = batch.recv(server.as_raw_fd())?;
