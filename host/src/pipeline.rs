@@ -274,7 +274,8 @@ impl Snapshot {
             do_bit: req.do_bit(),
             cd: req.cd,
         };
-        let now = Instant::now();
+        // The query's arrival time is recent enough to age TTLs by (whole seconds).
+        let now = started;
         stats.cache_request();
         let stale = match zone.cache.lookup(&key, now) {
             Lookup::Fresh(hit) => {
