@@ -121,6 +121,28 @@ pub(crate) fn send(fd: RawFd, out: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize
     usize::try_from(sent).map_err(|_| io::Error::last_os_error())
 }
 
+/// Sends `out[..]` on a connected socket with as few `sendmmsg` calls as possible; returns
+/// how many were handed to the kernel (at least one unless the first failed: its error).
+pub(crate) fn send_connected<M: AsRef<[u8]>>(fd: RawFd, out: &[M]) -> io::Result<usize> {
+    let n = out.len().min(BATCH);
+    // SAFETY: all-zero headers and iovecs are valid (no address: the socket is connected).
+    let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
+    for (i, m) in out.iter().take(n).enumerate() {
+        let m = m.as_ref();
+        iovs[i] = libc::iovec {
+            iov_base: m.as_ptr().cast_mut().cast(),
+            iov_len: m.len(),
+        };
+        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first `n` headers point at live iovecs over the messages (only read by
+    // the kernel).
+    let sent = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+    usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+}
+
 /// A kernel socket address as a std one (None for other families).
 fn to_std(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(a.ss_family) {
@@ -188,6 +210,26 @@ mod tests {
             from_std(addr, &mut s);
             assert_eq!(to_std(&s), Some(addr));
         }
+    }
+
+    #[test]
+    fn a_connected_batch_arrives_in_order() -> io::Result<()> {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        client.connect(server.local_addr()?)?;
+        let out: Vec<Vec<u8>> = (1..=5u8).map(|i| vec![i; usize::from(i)]).collect();
+        let mut sent = 0;
+        while sent < out.len() {
+            sent += send_connected(client.as_raw_fd(), &out[sent..])?;
+        }
+        let mut batch = RecvBatch::new(4, 16);
+        let mut got = Vec::new();
+        while got.len() < out.len() {
+            let n = batch.recv(server.as_raw_fd())?;
+            got.extend((0..n).filter_map(|i| batch.get(i)).map(|(d, _)| d.to_vec()));
+        }
+        assert_eq!(got, out);
+        Ok(())
     }
 
     #[test]

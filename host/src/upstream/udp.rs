@@ -16,7 +16,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
-use crate::mmsg::RecvBatch;
+use crate::mmsg::{self, RecvBatch};
 
 use super::demux::{self, Demux, Registered, Unregister};
 use super::server::AttemptError;
@@ -36,6 +36,86 @@ struct Sock {
     demux: Demux,
     used: AtomicU32,
     retired: AtomicBool,
+    /// Queries waiting to be sent (see [`Sock::send`]).
+    outbox: Mutex<Vec<Outgoing>>,
+}
+
+/// A registered query's datagram.
+struct Outgoing {
+    message: Vec<u8>,
+    id: u16,
+    token: u64,
+}
+
+impl AsRef<[u8]> for Outgoing {
+    fn as_ref(&self) -> &[u8] {
+        &self.message
+    }
+}
+
+impl Sock {
+    /// Queues a registered query's datagram. The first query to queue one yields once, so
+    /// queries leaving in the same scheduler pass join it, then sends them all with
+    /// `sendmmsg`. A datagram the kernel refuses fails its query at once (its waiter is
+    /// removed: the socket looks closed to it) and retires the socket, as a failed `send`
+    /// did. If the sending query is cancelled meanwhile, the queue goes out on drop.
+    async fn send(&self, message: Vec<u8>, id: u16, token: u64) {
+        let first = {
+            let mut q = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+            q.push(Outgoing { message, id, token });
+            q.len() == 1
+        };
+        if !first {
+            return;
+        }
+        let guard = FlushOnDrop(self);
+        tokio::task::yield_now().await;
+        std::mem::forget(guard);
+        let batch = self.take_outbox();
+        let fd = self.sock.as_raw_fd();
+        let mut done = 0;
+        while done < batch.len() {
+            let rest = &batch[done..];
+            let sent = (self.sock)
+                .async_io(Interest::WRITABLE, || mmsg::send_connected(fd, rest))
+                .await;
+            done += self.sent(sent, &batch[done]);
+        }
+    }
+
+    fn take_outbox(&self) -> Vec<Outgoing> {
+        std::mem::take(&mut *self.outbox.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Accounts for one `sendmmsg`: how many datagrams it disposed of (a refused one fails
+    /// its query).
+    fn sent(&self, result: std::io::Result<usize>, first: &Outgoing) -> usize {
+        match result {
+            Ok(n) => n.max(1),
+            Err(e) => {
+                tracing::debug!(error = %e, "upstream udp send failed");
+                self.retired.store(true, Ordering::Release);
+                self.demux.unregister(first.id, first.token);
+                1
+            }
+        }
+    }
+}
+
+/// Sends the outbox without waiting (best effort) if the query that was to send it is
+/// dropped before it did.
+struct FlushOnDrop<'a>(&'a Sock);
+
+impl Drop for FlushOnDrop<'_> {
+    fn drop(&mut self) {
+        let s = self.0;
+        let batch = s.take_outbox();
+        let fd = s.sock.as_raw_fd();
+        let mut done = 0;
+        while done < batch.len() {
+            done += s.sent(mmsg::send_connected(fd, &batch[done..]), &batch[done]);
+        }
+    }
 }
 
 /// The UDP client of one server.
@@ -70,10 +150,7 @@ impl UdpPool {
                 other => other?,
             };
             let _unregister = Unregister(&s.demux, r.id, r.token);
-            if let Err(e) = s.sock.send(&r.message).await {
-                s.retired.store(true, Ordering::Release);
-                return Err(e.into());
-            }
+            s.send(r.message, r.id, r.token).await;
             // A closed demux means the socket failed (ICMP port unreachable, …).
             r.answer.await.map_err(|_| AttemptError::Closed)
         };
@@ -123,6 +200,7 @@ impl UdpPool {
             demux: Demux::default(),
             used: AtomicU32::new(0),
             retired: AtomicBool::new(false),
+            outbox: Mutex::new(Vec::new()),
         });
         let tick = timeout.min(self.expire);
         tokio::spawn(read_loop(
