@@ -3,6 +3,7 @@
 //! an answer reaches it only if ID and question match; anything else is counted, ignored.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -25,10 +26,31 @@ struct Waiter {
 
 #[derive(Default)]
 struct State {
-    waiters: HashMap<u16, Waiter>,
+    waiters: HashMap<u16, Waiter, BuildHasherDefault<IdHasher>>,
     next_token: u64,
     /// Set under the same lock as registration, so nothing registers once reading stopped.
     dead: bool,
+}
+
+/// Hashes a query ID to itself. IDs are drawn at random by us, and an answer only looks
+/// one up (a peer cannot insert), so there is nothing to flood; SipHash cost ~5 hashes a
+/// query.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        // hashbrown takes the top 7 bits as the control byte: spread the 16 bits there too.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.0 = u64::from(v);
+    }
 }
 
 /// The in-flight queries of one socket or connection.
