@@ -148,8 +148,8 @@ pub async fn start_with(
 
     // Phase 2: bind everything before serving anything.
     let mut bound = Vec::new();
-    for l in &config.listeners {
-        let b = listener::bind(l, config.server.workers)
+    for (i, l) in config.listeners.iter().enumerate() {
+        let b = listener::bind(l, i, config.server.workers)
             .with_context(|| format!("binding {}", l.address))?;
         bound.push(b);
     }

@@ -303,16 +303,32 @@ impl Cache {
         layout: &Layout,
         now: Instant,
     ) -> Result<EntryKind, NotStored> {
+        self.store_hit(key, response, layout, now)
+            .map(|hit| hit.kind())
+    }
+
+    /// As [`Cache::store`], returning the stored entry as a fresh hit (what a lookup at
+    /// `now` would return), so the caller can answer from it without a second lookup.
+    pub fn store_hit(
+        &self,
+        key: CacheKey,
+        response: &[u8],
+        layout: &Layout,
+        now: Instant,
+    ) -> Result<Hit, NotStored> {
         let (kind, ttl) = admit::admit(&self.settings, response, layout)?;
         if kind == EntryKind::ServFail && self.keeps_stale(&key, now) {
             return Err(NotStored::ServFail);
         }
-        let entry = Entry::new(response, &layout.ttl_offsets, ttl, kind, now);
+        let entry = Arc::new(Entry::new(response, &layout.ttl_offsets, ttl, kind, now));
         // Counted before the insert so a removal reported by the listener never sees the
         // count go below what it was.
         self.tally.entries[kind.slot()].fetch_add(1, Ordering::Relaxed);
-        self.map.insert(key, Arc::new(entry));
-        Ok(kind)
+        self.map.insert(key, entry.clone());
+        Ok(Hit {
+            entry,
+            stale_ttl: None,
+        })
     }
 
     /// Whether an existing entry for `key` can still be served (fresh or stale) and is not

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod listener;
 pub mod metrics;
+pub(crate) mod mmsg;
 pub mod netsetup;
 pub mod oci;
 pub mod pipeline;

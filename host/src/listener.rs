@@ -85,13 +85,13 @@ pub struct Bound {
 
 /// Binds `workers` UDP sockets and one TCP listener on `listen.address`, all with
 /// `SO_REUSEPORT`. Port 0 takes the kernel's choice for the first socket and reuses it for
-/// the others.
-pub fn bind(listen: &Listen, workers: usize) -> io::Result<Bound> {
+/// the others. `index` is the listener's position in `config.listeners`.
+pub fn bind(listen: &Listen, index: usize, workers: usize) -> io::Result<Bound> {
     // Port 0: the kernel picks a port free for UDP, which TCP may still hold: try again.
     let attempts = if listen.address.port() == 0 { 16 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
-        match bind_once(listen, workers) {
+        match bind_once(listen, index, workers) {
             Ok(b) => return Ok(b),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
             Err(e) => return Err(e),
@@ -100,7 +100,7 @@ pub fn bind(listen: &Listen, workers: usize) -> io::Result<Bound> {
     Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
 }
 
-fn bind_once(listen: &Listen, workers: usize) -> io::Result<Bound> {
+fn bind_once(listen: &Listen, index: usize, workers: usize) -> io::Result<Bound> {
     let mut address = listen.address;
     let mut udp = Vec::new();
     if listen.udp {
@@ -125,6 +125,7 @@ fn bind_once(listen: &Listen, workers: usize) -> io::Result<Bound> {
     let info = ListenerInfo {
         view: Arc::from(listen.view.as_str()),
         server: Label::from(format!("dns://{address}").as_str()),
+        index,
     };
     Ok(Bound {
         info,

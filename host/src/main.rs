@@ -6,6 +6,9 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use zonegate::cli::{Cli, LogFormat};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));

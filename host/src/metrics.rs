@@ -449,37 +449,93 @@ impl Metrics {
     }
 }
 
+/// Every value of the `type` label, in [`qtype_index`] order (`other` last).
+pub const QTYPE_LABELS: [&str; 15] = [
+    "A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT", "HTTPS", "SVCB", "ANY", "DS",
+    "DNSKEY", "other",
+];
+
+/// The index of a query type's `type` label in [`QTYPE_LABELS`].
+pub fn qtype_index(qtype: u16) -> usize {
+    match qtype {
+        1 => 0,
+        28 => 1,
+        5 => 2,
+        15 => 3,
+        2 => 4,
+        12 => 5,
+        6 => 6,
+        33 => 7,
+        16 => 8,
+        65 => 9,
+        64 => 10,
+        255 => 11,
+        43 => 12,
+        48 => 13,
+        _ => 14,
+    }
+}
+
 /// The `type` label for a query type: common types by name, everything else `other`.
 pub fn qtype_label(qtype: u16) -> &'static str {
-    match qtype {
-        1 => "A",
-        28 => "AAAA",
-        5 => "CNAME",
-        15 => "MX",
-        2 => "NS",
-        12 => "PTR",
-        6 => "SOA",
-        33 => "SRV",
-        16 => "TXT",
-        65 => "HTTPS",
-        64 => "SVCB",
-        255 => "ANY",
-        43 => "DS",
-        48 => "DNSKEY",
-        _ => "other",
+    QTYPE_LABELS[qtype_index(qtype)]
+}
+
+/// Every value of the `rcode` label, in [`rcode_index`] order (`other` last).
+pub const RCODE_LABELS: [&str; 8] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other",
+];
+
+/// The index of an RCODE's label in [`RCODE_LABELS`] (`rcode` with the extended bits).
+pub fn rcode_index(rcode: u8) -> usize {
+    match rcode {
+        0..=5 => usize::from(rcode),
+        16 => 6,
+        _ => 7,
     }
 }
 
 /// The `rcode` label.
 pub fn rcode_label(rcode: u8) -> &'static str {
-    match rcode {
-        0 => "NOERROR",
-        1 => "FORMERR",
-        2 => "SERVFAIL",
-        3 => "NXDOMAIN",
-        4 => "NOTIMP",
-        5 => "REFUSED",
-        16 => "BADVERS",
-        _ => "other",
+    RCODE_LABELS[rcode_index(rcode)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_tables_match_the_labels() {
+        let cases: &[(u16, &str)] = &[
+            (1, "A"),
+            (28, "AAAA"),
+            (5, "CNAME"),
+            (15, "MX"),
+            (2, "NS"),
+            (12, "PTR"),
+            (6, "SOA"),
+            (33, "SRV"),
+            (16, "TXT"),
+            (65, "HTTPS"),
+            (64, "SVCB"),
+            (255, "ANY"),
+            (43, "DS"),
+            (48, "DNSKEY"),
+            (99, "other"),
+            (0, "other"),
+        ];
+        for (qtype, want) in cases {
+            assert_eq!(qtype_label(*qtype), *want, "{qtype}");
+        }
+        let rcodes = [
+            "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
+        ];
+        for (code, want) in rcodes.iter().enumerate() {
+            assert_eq!(rcode_label(code as u8), *want);
+        }
+        assert_eq!(rcode_label(16), "BADVERS");
+        for code in [6u8, 9, 15, 17, 255] {
+            assert_eq!(rcode_label(code), "other");
+        }
     }
 }

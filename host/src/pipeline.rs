@@ -8,6 +8,7 @@
 
 mod answer;
 mod respond;
+mod stats;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use thiserror::Error;
 use crate::cache::{Cache, CacheKey, EvictionCounters, Hit, Lookup};
 use crate::config::{Config, IpNet, ServeStale, ZoneSpec};
 use crate::metrics::{CacheTypeLabels, Label, Metrics, ReasonLabels, ZoneLabels};
+
 use crate::policy::{
     Policies, PolicyChain, PolicyEngine, PolicyError, PolicyQuery, Transport, Verdict,
 };
@@ -27,6 +29,7 @@ use crate::request::{self, Rejected, Request, rcode};
 use crate::upstream::{UpstreamError, UpstreamGroup, UpstreamQuery, Upstreams};
 use crate::wire;
 use crate::zones::ZoneTable;
+use stats::{ZoneStats, ZoneStatsSlots};
 
 pub use respond::Outcome;
 
@@ -52,6 +55,8 @@ pub struct Zone {
     pub cache: Arc<Cache>,
     pub chain: PolicyChain,
     pub upstream: Arc<UpstreamGroup>,
+    /// Metric handles per listener.
+    stats: ZoneStatsSlots,
 }
 
 /// What a listener tells the pipeline about itself.
@@ -60,6 +65,8 @@ pub struct ListenerInfo {
     pub view: Arc<str>,
     /// `dns://127.0.0.1:53`, the `server` metric label.
     pub server: Label,
+    /// The listener's position in `config.listeners`: its slot for per-zone metric handles.
+    pub index: usize,
 }
 
 /// Everything one configuration needs to answer queries.
@@ -98,6 +105,7 @@ pub struct Pending {
     stale: Option<Hit>,
     started: Instant,
     server: Label,
+    listener: usize,
 }
 
 impl Snapshot {
@@ -174,6 +182,7 @@ impl Snapshot {
                 spec: spec.clone(),
                 cache,
                 upstream,
+                stats: ZoneStatsSlots::new(config.listeners.len()),
             });
         }
         let names: Vec<Vec<u8>> = config
@@ -242,7 +251,8 @@ impl Snapshot {
             return Step::Reply(self.rejected(listener, reply, started));
         };
         let zone = &self.zones[zi];
-        self.count_request(zone, listener, &req);
+        let stats = stats::of(&self.metrics, zone, listener);
+        self.count_request(&stats, &req);
         // 3. Policy chain.
         let mut group = &zone.upstream;
         if !zone.chain.is_empty() {
@@ -255,19 +265,17 @@ impl Snapshot {
                 Verdict::Route(target) => match self.upstreams.get(&target) {
                     Some(g) => group = g,
                     None => {
-                        return Step::Reply(
-                            self.unknown_route(zi, &req, &target, listener, started),
-                        );
+                        return Step::Reply(self.unknown_route(zi, &stats, &req, &target, started));
                     }
                 },
                 Verdict::Deny(kind) => {
                     let reply = answer::denial(&req, kind, self.udp_size);
                     return Step::Reply(self.finish(
                         zi,
+                        &stats,
                         &req,
                         reply,
                         Outcome::Policy,
-                        listener,
                         started,
                     ));
                 }
@@ -275,10 +283,10 @@ impl Snapshot {
                     let reply = answer::synthesize(&req, &records, self.udp_size);
                     return Step::Reply(self.finish(
                         zi,
+                        &stats,
                         &req,
                         reply,
                         Outcome::Policy,
-                        listener,
                         started,
                     ));
                 }
@@ -293,42 +301,28 @@ impl Snapshot {
             do_bit: req.do_bit(),
             cd: req.cd,
         };
-        let now = Instant::now();
-        let zl = self.zone_labels(zone, listener);
-        self.metrics.cache_requests.get_or_create(&zl).inc();
+        // The query's arrival time is recent enough to age TTLs by (whole seconds).
+        let now = started;
+        stats.cache_request();
         let stale = match zone.cache.lookup(&key, now) {
             Lookup::Fresh(hit) => {
-                self.count_hit(zone, listener, &hit);
+                stats.cache_hit(hit.kind());
                 let reply = request::finalize(hit.render(now), &req, self.udp_size);
-                return Step::Reply(self.finish(
-                    zi,
-                    &req,
-                    reply,
-                    Outcome::Cache,
-                    listener,
-                    started,
-                ));
+                return Step::Reply(self.finish(zi, &stats, &req, reply, Outcome::Cache, started));
             }
             Lookup::Stale { hit, refresh }
                 if zone.spec.cache.serve_stale == ServeStale::Immediate =>
             {
-                self.metrics.cache_served_stale.get_or_create(&zl).inc();
+                stats.served_stale();
                 if refresh {
                     self.spawn_refresh(zi, group.clone(), key);
                 }
                 let reply = request::finalize(hit.render(now), &req, self.udp_size);
-                return Step::Reply(self.finish(
-                    zi,
-                    &req,
-                    reply,
-                    Outcome::Stale,
-                    listener,
-                    started,
-                ));
+                return Step::Reply(self.finish(zi, &stats, &req, reply, Outcome::Stale, started));
             }
             Lookup::Stale { hit, .. } => Some(hit),
             Lookup::Miss => {
-                self.metrics.cache_misses.get_or_create(&zl).inc();
+                stats.cache_miss();
                 None
             }
         };
@@ -341,6 +335,7 @@ impl Snapshot {
             stale,
             started,
             server: listener.server.clone(),
+            listener: listener.index,
         }))
     }
 
@@ -350,7 +345,9 @@ impl Snapshot {
         let listener = ListenerInfo {
             view: zone.view.0.clone(),
             server: p.server.clone(),
+            index: p.listener,
         };
+        let stats = stats::of(&self.metrics, zone, &listener);
         let result = match &p.stale {
             // Verify: refresh first, in a task of its own so a slow answer still lands in
             // the cache after we have answered stale.
@@ -363,7 +360,7 @@ impl Snapshot {
                     Ok(Err(_)) | Err(_) => Err(UpstreamError::Timeout),
                 }
             }
-            None => self.fetch(p.zone, &p.group, &p.key).await,
+            None => self.fetch(p.zone, &p.group, p.key).await,
         };
         let (reply, outcome) = match (result, p.stale) {
             (Ok(bytes), _) => (
@@ -371,10 +368,7 @@ impl Snapshot {
                 Outcome::Forward,
             ),
             (Err(_), Some(hit)) => {
-                self.metrics
-                    .cache_served_stale
-                    .get_or_create(&self.zone_labels(zone, &listener))
-                    .inc();
+                stats.served_stale();
                 let reply = request::finalize(hit.render(Instant::now()), &p.req, self.udp_size);
                 (reply, Outcome::Stale)
             }
@@ -390,7 +384,7 @@ impl Snapshot {
                 )
             }
         };
-        self.finish(p.zone, &p.req, reply, outcome, &listener, p.started)
+        self.finish(p.zone, &stats, &p.req, reply, outcome, p.started)
     }
 
     /// Asks the group and stores the answer; returns the bytes to answer with (TTLs as the
@@ -399,7 +393,7 @@ impl Snapshot {
         &self,
         zi: usize,
         group: &UpstreamGroup,
-        key: &CacheKey,
+        key: CacheKey,
     ) -> Result<Vec<u8>, UpstreamError> {
         let q = UpstreamQuery {
             name: &key.name,
@@ -416,12 +410,10 @@ impl Snapshot {
         let bytes = &answer.bytes[..layout.end];
         let cache = &self.zones[zi].cache;
         let now = Instant::now();
-        if cache.store(key.clone(), bytes, &layout, now).is_ok()
-            && let Lookup::Fresh(hit) = cache.lookup(key, now)
-        {
-            return Ok(hit.render(now));
+        match cache.store_hit(key, bytes, &layout, now) {
+            Ok(hit) => Ok(hit.render(now)),
+            Err(_) => Ok(bytes.to_vec()),
         }
-        Ok(bytes.to_vec())
     }
 
     fn spawn_fetch(
@@ -431,7 +423,7 @@ impl Snapshot {
         key: CacheKey,
     ) -> tokio::task::JoinHandle<Result<Vec<u8>, UpstreamError>> {
         tokio::spawn(async move {
-            let r = self.fetch(zi, &group, &key).await;
+            let r = self.fetch(zi, &group, key.clone()).await;
             if r.is_err() {
                 self.zones[zi].cache.refresh_failed(&key);
                 let z = &self.zones[zi];
@@ -479,9 +471,9 @@ impl Snapshot {
     fn unknown_route(
         &self,
         zi: usize,
+        stats: &ZoneStats,
         req: &Request,
         target: &str,
-        listener: &ListenerInfo,
         started: Instant,
     ) -> Vec<u8> {
         tracing::warn!(zone = %self.zones[zi].label, route = target, "policy routed to an unknown upstream group");
@@ -493,26 +485,7 @@ impl Snapshot {
             })
             .inc();
         let reply = request::reply_with_rcode(req, rcode::SERVFAIL, self.udp_size);
-        self.finish(zi, req, reply, Outcome::Policy, listener, started)
-    }
-
-    fn zone_labels(&self, zone: &Zone, listener: &ListenerInfo) -> ZoneLabels {
-        ZoneLabels {
-            server: listener.server.clone(),
-            zone: zone.label.clone(),
-            view: zone.view.clone(),
-        }
-    }
-
-    fn count_hit(&self, zone: &Zone, listener: &ListenerInfo, hit: &Hit) {
-        let r#type = hit.kind().label();
-        let labels = CacheTypeLabels {
-            server: listener.server.clone(),
-            zone: zone.label.clone(),
-            view: zone.view.clone(),
-            r#type,
-        };
-        self.metrics.cache_hits.get_or_create(&labels).inc();
+        self.finish(zi, stats, req, reply, Outcome::Policy, started)
     }
 }
 

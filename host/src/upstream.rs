@@ -156,7 +156,11 @@ impl UpstreamGroup {
                     let query = message::build_query(&lower, inner.udp_size);
                     let result = inner.exchange(&query).await;
                     drop(finish);
-                    tx.send_replace(Some(result.clone()));
+                    // Only joiners hold receivers now (`finish` dropped the map's): with
+                    // none, nothing to publish (and no clone of the answer).
+                    if tx.receiver_count() > 0 {
+                        tx.send_replace(Some(result.clone()));
+                    }
                     drop(admit);
                     return result;
                 }

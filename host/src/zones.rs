@@ -6,19 +6,26 @@ use std::collections::HashMap;
 /// Zones of every view, by lowercased wire-format name.
 #[derive(Debug, Default)]
 pub struct ZoneTable {
-    views: HashMap<String, HashMap<Box<[u8]>, usize>>,
+    views: HashMap<String, View>,
+}
+
+#[derive(Debug, Default)]
+struct View {
+    zones: HashMap<Box<[u8]>, usize>,
+    /// Labels of the view's longest zone name: longer suffixes cannot match, so a lookup
+    /// starts at the first suffix this short (one probe for a view holding only `.`).
+    max_labels: usize,
 }
 
 impl ZoneTable {
     /// Builds the table from (view, wire-format zone name) pairs; the value found is the
     /// pair's index.
     pub fn build<'a>(zones: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
-        let mut views: HashMap<String, HashMap<Box<[u8]>, usize>> = HashMap::new();
+        let mut views: HashMap<String, View> = HashMap::new();
         for (i, (view, name)) in zones.into_iter().enumerate() {
-            views
-                .entry(view.to_owned())
-                .or_default()
-                .insert(name.into(), i);
+            let v = views.entry(view.to_owned()).or_default();
+            v.max_labels = v.max_labels.max(label_count(name).unwrap_or(0));
+            v.zones.insert(name.into(), i);
         }
         ZoneTable { views }
     }
@@ -26,11 +33,14 @@ impl ZoneTable {
     /// The index of the zone with the longest suffix of `name` (lowercased wire format) in
     /// `view`; the root zone matches every name.
     pub fn find(&self, view: &str, name: &[u8]) -> Option<usize> {
-        let zones = self.views.get(view)?;
+        let v = self.views.get(view)?;
         let mut pos = 0;
+        for _ in v.max_labels..label_count(name)? {
+            pos += 1 + usize::from(*name.get(pos)?);
+        }
         loop {
             let suffix = name.get(pos..)?;
-            if let Some(&i) = zones.get(suffix) {
+            if let Some(&i) = v.zones.get(suffix) {
                 return Some(i);
             }
             let len = *suffix.first()? as usize;
@@ -39,6 +49,21 @@ impl ZoneTable {
             }
             pos += 1 + len;
         }
+    }
+}
+
+/// Labels of an uncompressed wire-format name (the root has none); None if it runs off
+/// the end.
+fn label_count(name: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    let mut n = 0;
+    loop {
+        let len = usize::from(*name.get(pos)?);
+        if len == 0 {
+            return Some(n);
+        }
+        n += 1;
+        pos += 1 + len;
     }
 }
 
@@ -78,9 +103,14 @@ mod tests {
             ("vnet", "badexample.com", None),
             ("vnet", "cluster.local", None),
             ("nope", "example.com", None),
+            ("vnet", "a.b.c.d.e.www.example.com", Some(3)),
+            ("kube", "a.b.c.d.e.f.g.h.svc.cluster.local", Some(2)),
         ];
         for (view, name, want) in cases {
             assert_eq!(table.find(view, &wire(name)), *want, "{view} {name}");
         }
+        // A name whose labels run off its end matches nothing.
+        assert_eq!(table.find("kube", b"\x03www\x07exam"), None);
+        assert_eq!(table.find("vnet", b"\x01a\x01b\x01c\x09"), None);
     }
 }

@@ -14,8 +14,12 @@
 # time per answered query (utime+stime from /proc/PID/stat, delta over the workload ÷ answered)
 # and memory (VmRSS and VmHWM after the workload). A Markdown table goes to stdout and --out.
 #
+# --rounds N repeats the whole sequence N times (each proxy freshly started every round) and
+# adds a table of per-round medians and the ratios of the targets: on a shared machine the
+# load changes between proxies, and interleaved rounds with medians are what to compare.
+#
 # Usage: tests/bench/run.sh [--only zonegate,unbound,dnsdist] [--duration S] [--cold-limit S]
-#                           [--policy FILE [--policy-cache-for N]] [--out FILE]
+#                           [--policy FILE [--policy-cache-for N]] [--rounds N] [--out FILE]
 # Environment: ZONEGATE_BIN (default target/release/zonegate: `cargo build --release -p zonegate`),
 #   BENCH_PORT_BASE (default 25350; ports base … base+6 on 127.0.0.1), BENCH_OUTSTANDING (dnsperf
 #   -q, default 100), BENCH_KEEP=1 keeps the work dir (configs, logs, dnsperf outputs).
@@ -36,8 +40,9 @@ outstanding=${BENCH_OUTSTANDING:-100}
 zonegate_bin=${ZONEGATE_BIN:-$root/target/release/zonegate}
 policy=
 policy_cache_for=60
+rounds=1
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case $1 in
     --only) only=$2; shift 2 ;;
@@ -46,6 +51,7 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --policy) policy=$2; shift 2 ;;
     --policy-cache-for) policy_cache_for=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "unknown argument: $1" >&2; usage 2 ;;
   esac
@@ -215,8 +221,9 @@ measure() { # proxy workload dnsperf-args…
   echo "${rows[-1]}" >&2
 }
 
+for round in $(seq 1 "$rounds"); do
 for proxy in "${proxies[@]}"; do
-  echo "== $proxy on 127.0.0.1:${port[$proxy]}" >&2
+  echo "== round $round/$rounds: $proxy on 127.0.0.1:${port[$proxy]}" >&2
   start_proxy "$proxy"
   dnsperf_run "$proxy" "$work/$proxy-warm.dnsperf" -d "$work/hot.txt" -n 1 -l 30
   measure "$proxy" hot -d "$work/hot.txt" -l "$duration"
@@ -230,6 +237,40 @@ for proxy in "${proxies[@]}"; do
     stop_proxy
   fi
 done
+done
+
+# Per (proxy, workload): medians over the rounds (lost: the sum; NOERROR: the lowest), then
+# the target ratios from those medians.
+medians() {
+  printf '%s\n' "${rows[@]}" | awk -F' *\\| *' '
+    function median(list,   n, v, i, j, t) {
+      n = split(list, v, " ")
+      for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+      return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+    }
+    {
+      k = $2 " | " $3
+      if (!(k in seen)) { seen[k] = 1; order[++m] = k }
+      qps[k] = qps[k] " " $4; lost[k] += $6; lat[k] = lat[k] " " $8; us[k] = us[k] " " $9
+      rss[k] = rss[k] " " $10; hwm[k] = hwm[k] " " $11; rounds[k]++
+      n = $7; sub(/%.*/, "", n); if (!(k in noe) || n + 0 < noe[k] + 0) noe[k] = n
+    }
+    END {
+      print "| proxy | workload | rounds | qps | lost (sum) | NOERROR (min) | mean latency ms | CPU µs/q | VmRSS MiB | VmHWM MiB |"
+      print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+      for (i = 1; i <= m; i++) {
+        k = order[i]
+        printf "| %s | %d | %.0f | %d | %s%% | %.3f | %.2f | %.1f | %.1f |\n", k, rounds[k], median(qps[k]), lost[k], noe[k], median(lat[k]), median(us[k]), median(rss[k]), median(hwm[k])
+        cpu[k] = median(us[k])
+      }
+      print ""
+      z = "zonegate | hot"; u = "unbound | hot"; d = "dnsdist | cold"; zc = "zonegate | cold"; zp = "zonegate+policy | hot"
+      if ((z in cpu) && (u in cpu) && cpu[u] > 0) printf "- hot: zonegate / unbound CPU µs/q = %.2f (target ≤ 0.80)\n", cpu[z] / cpu[u]
+      if ((zc in cpu) && (d in cpu) && cpu[d] > 0) printf "- cold: zonegate / dnsdist CPU µs/q = %.2f (target ≤ 1.00)\n", cpu[zc] / cpu[d]
+      if ((zp in cpu) && (z in cpu) && cpu[z] > 0) printf "- hot with fqdn-allowlist / without = %.2f (target ≤ 1.15)\n", cpu[zp] / cpu[z]
+      if (zc in cpu) printf "- zonegate VmRSS after the cold run (100,000 cached names): %.1f MiB (target ≤ 40)\n", median(rss[zc])
+    }'
+}
 
 # --- report -----------------------------------------------------------------------------------
 version() {
@@ -260,6 +301,12 @@ mkdir -p "$(dirname "$out")"
   echo "| proxy | workload | qps | answered | lost | NOERROR | mean latency ms | CPU µs/q | VmRSS MiB | VmHWM MiB |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s\n' "${rows[@]}"
+  if [ "$rounds" -gt 1 ]; then
+    echo
+    echo "Medians over $rounds rounds:"
+    echo
+    medians
+  fi
 } | tee "$out"
 echo >&2
 echo "written to $out" >&2

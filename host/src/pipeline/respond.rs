@@ -3,12 +3,10 @@
 
 use std::time::Instant;
 
-use super::{ListenerInfo, Snapshot, Zone};
+use super::stats::{self, ZoneStats};
+use super::{ListenerInfo, Snapshot};
 use crate::config::QueryLog;
-use crate::metrics::{
-    DurationLabels, Label, RequestLabels, ResponseLabels, SizeLabels, ZoneLabels, qtype_label,
-    rcode_label,
-};
+use crate::metrics::{Label, ResponseLabels, qtype_label, rcode_label};
 use crate::policy::Transport;
 use crate::request::Request;
 use crate::wire::{self, Header};
@@ -26,12 +24,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn plugin(self) -> &'static str {
+    /// The index of the `plugin` label in [`stats::PLUGINS`].
+    fn plugin(self) -> usize {
         match self {
-            Outcome::Cache | Outcome::Stale => "cache",
-            Outcome::Forward | Outcome::Overloaded | Outcome::UpstreamFailed => "forward",
-            Outcome::Policy => "policy",
-            Outcome::Rejected => "",
+            Outcome::Cache | Outcome::Stale => 0,
+            Outcome::Forward | Outcome::Overloaded | Outcome::UpstreamFailed => 1,
+            Outcome::Policy => 2,
+            Outcome::Rejected => 3,
         }
     }
 }
@@ -45,39 +44,15 @@ fn proto(t: Transport) -> &'static str {
 
 impl Snapshot {
     /// Counts a request that matched a zone.
-    pub(super) fn count_request(&self, zone: &Zone, listener: &ListenerInfo, req: &Request) {
-        let m = &self.metrics;
-        let family = if req.client.is_ipv4() { "1" } else { "2" };
-        m.requests
-            .get_or_create(&RequestLabels {
-                server: listener.server.clone(),
-                zone: zone.label.clone(),
-                view: zone.view.clone(),
-                proto: proto(req.transport),
-                family,
-                r#type: qtype_label(req.question.qtype),
-            })
-            .inc();
+    pub(super) fn count_request(&self, stats: &ZoneStats, req: &Request) {
+        stats.request(req.transport, req.client.is_ipv4(), req.question.qtype);
         let size = match req.transport {
             Transport::Tcp => 65535.0,
             Transport::Udp => f64::from(req.edns.map_or(512, |e| e.udp_size)),
         };
-        m.request_size
-            .get_or_create(&SizeLabels {
-                server: listener.server.clone(),
-                zone: zone.label.clone(),
-                view: zone.view.clone(),
-                proto: proto(req.transport),
-            })
-            .observe(size);
+        stats.request_size(req.transport, size);
         if req.do_bit() {
-            m.do_requests
-                .get_or_create(&ZoneLabels {
-                    server: listener.server.clone(),
-                    zone: zone.label.clone(),
-                    view: zone.view.clone(),
-                })
-                .inc();
+            stats.do_request();
         }
     }
 
@@ -85,41 +60,18 @@ impl Snapshot {
     pub(super) fn finish(
         &self,
         zi: usize,
+        stats: &ZoneStats,
         req: &Request,
         reply: Vec<u8>,
         outcome: Outcome,
-        listener: &ListenerInfo,
         started: Instant,
     ) -> Vec<u8> {
         let zone = &self.zones[zi];
-        let m = &self.metrics;
         let code = full_rcode(&reply);
         let elapsed = started.elapsed();
-        m.responses
-            .get_or_create(&ResponseLabels {
-                server: listener.server.clone(),
-                zone: zone.label.clone(),
-                view: zone.view.clone(),
-                rcode: rcode_label(code),
-                plugin: outcome.plugin(),
-            })
-            .inc();
-        m.request_duration
-            .get_or_create(&DurationLabels {
-                server: listener.server.clone(),
-                zone: zone.label.clone(),
-                view: zone.view.clone(),
-                r#type: qtype_label(req.question.qtype),
-            })
-            .observe(elapsed.as_secs_f64());
-        m.response_size
-            .get_or_create(&SizeLabels {
-                server: listener.server.clone(),
-                zone: zone.label.clone(),
-                view: zone.view.clone(),
-                proto: proto(req.transport),
-            })
-            .observe(reply.len() as f64);
+        stats.response(code, outcome.plugin());
+        stats.duration(req.question.qtype, elapsed.as_secs_f64());
+        stats.response_size(req.transport, reply.len() as f64);
         let is_error = !matches!(code, 0 | 3);
         if zone.spec.query_log == QueryLog::Log || is_error {
             log_query(
@@ -149,7 +101,7 @@ impl Snapshot {
                 zone: Label::from("dropped"),
                 view: Label(listener.view.clone()),
                 rcode: rcode_label(code),
-                plugin: "",
+                plugin: stats::PLUGINS[Outcome::Rejected.plugin()],
             })
             .inc();
         reply

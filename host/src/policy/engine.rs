@@ -5,7 +5,8 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::Thread;
 use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
@@ -45,12 +46,37 @@ struct Inner {
     tick: Duration,
     cache_dir: Option<PathBuf>,
     compat: String,
-    stop: Arc<AtomicBool>,
+    ticker: Arc<Ticker>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.ticker.stop.store(true, Ordering::SeqCst);
+        self.ticker.thread.unpark();
+    }
+}
+
+/// Ticks (epoch increments) the ticker thread keeps making after the last guest call ended
+/// before it parks: a process whose policies are idle (or that has none) pays no wake-ups.
+const IDLE_TICKS: u32 = 400;
+
+/// The epoch ticker's state. Guest code runs only inside [`GuestRunning`], which wakes a
+/// parked ticker, so every call's epoch deadline is enforced.
+struct Ticker {
+    /// Guest calls (instantiate, init, decide) running now.
+    active: AtomicUsize,
+    /// True while the ticker thread is parked (or about to park).
+    parked: AtomicBool,
+    stop: AtomicBool,
+    thread: Thread,
+}
+
+/// Marks guest code running on this thread; the ticker keeps ticking until it drops.
+pub(crate) struct GuestRunning<'a>(&'a Ticker);
+
+impl Drop for GuestRunning<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -72,8 +98,7 @@ impl PolicyEngine {
         let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
         let compat = compat_hash(&engine);
         let tick = opts.epoch_tick.max(Duration::from_micros(10));
-        let stop = Arc::new(AtomicBool::new(false));
-        spawn_ticker(engine.clone(), tick, stop.clone())?;
+        let ticker = spawn_ticker(engine.clone(), tick)?;
         let cache_dir = opts.cache_dir;
         Ok(PolicyEngine {
             inner: Arc::new(Inner {
@@ -81,9 +106,20 @@ impl PolicyEngine {
                 tick,
                 cache_dir,
                 compat,
-                stop,
+                ticker,
             }),
         })
+    }
+
+    /// Call before running guest code (keep the guard for the whole call): wakes the epoch
+    /// ticker if it parked, so the call's epoch deadline is enforced.
+    pub(crate) fn guest_running(&self) -> GuestRunning<'_> {
+        let t = &*self.inner.ticker;
+        t.active.fetch_add(1, Ordering::SeqCst);
+        if t.parked.load(Ordering::SeqCst) {
+            t.thread.unpark();
+        }
+        GuestRunning(t)
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -174,17 +210,47 @@ fn compat_hash(engine: &Engine) -> String {
     format!("{:016x}", h.finish())
 }
 
-fn spawn_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) -> Result<(), PolicyError> {
-    std::thread::Builder::new()
+/// Starts the epoch ticker. It parks after [`IDLE_TICKS`] ticks with no guest call running
+/// and is woken by [`PolicyEngine::guest_running`]: `active` and `parked` are a Dekker pair
+/// (both sides store, then load the other, all `SeqCst`), so either the caller sees
+/// `parked` and unparks, or the ticker sees `active` and does not park.
+fn spawn_ticker(engine: Engine, tick: Duration) -> Result<Arc<Ticker>, PolicyError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Ticker>>(1);
+    let handle = std::thread::Builder::new()
         .name("policy-epoch".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            let Ok(t) = rx.recv() else { return };
+            drop(rx);
+            let mut idle = 0u32;
+            while !t.stop.load(Ordering::SeqCst) {
+                if t.active.load(Ordering::SeqCst) > 0 {
+                    idle = 0;
+                } else {
+                    idle += 1;
+                }
+                if idle > IDLE_TICKS {
+                    t.parked.store(true, Ordering::SeqCst);
+                    if t.active.load(Ordering::SeqCst) == 0 && !t.stop.load(Ordering::SeqCst) {
+                        std::thread::park();
+                    }
+                    t.parked.store(false, Ordering::SeqCst);
+                    idle = 0;
+                    continue;
+                }
                 std::thread::sleep(tick);
                 engine.increment_epoch();
             }
         })
-        .map(drop)
-        .map_err(|e| PolicyError::Engine(format!("epoch thread: {e}")))
+        .map_err(|e| PolicyError::Engine(format!("epoch thread: {e}")))?;
+    let ticker = Arc::new(Ticker {
+        active: AtomicUsize::new(0),
+        parked: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        thread: handle.thread().clone(),
+    });
+    // The thread waits for its state; it cannot have exited, so the send succeeds.
+    let _ = tx.send(ticker.clone());
+    Ok(ticker)
 }
 
 /// Imports must be the host interface of this version or WASI (stubbed as traps): anything

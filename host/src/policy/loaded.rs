@@ -158,6 +158,7 @@ impl LoadedPolicy {
     /// Instantiates and runs `init` with the policy's settings.
     pub(crate) fn instantiate(&self) -> Result<Live, Failure> {
         self.instantiations.fetch_add(1, Ordering::Relaxed);
+        let _running = self.engine.guest_running();
         let state = GuestState::new(self.name.clone(), self.limits.memory_limit);
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(GuestState::limiter);
@@ -202,6 +203,7 @@ impl LoadedPolicy {
     /// Instantiates and decides one query on a fresh instance, reporting any failure.
     pub(crate) fn decide_once(&self, q: &PolicyQuery<'_>) -> Result<Verdict, Failure> {
         let mut live = self.instantiate()?;
+        let _running = self.engine.guest_running();
         live.arm(self);
         let mut buf = QueryBuf::default();
         let d = live.bindings.call_decide(&mut live.store, buf.fill(q));
@@ -216,6 +218,11 @@ impl LoadedPolicy {
     /// The per-call CPU budget.
     pub(crate) fn timeout(&self) -> Duration {
         self.limits.timeout
+    }
+
+    /// The engine that runs this policy (its guard wakes the epoch ticker).
+    pub(crate) fn engine(&self) -> &PolicyEngine {
+        &self.engine
     }
 
     /// The verdict standing in for the guest after a failure.

@@ -119,10 +119,12 @@ impl Worker {
             return p.fallback();
         };
         let start = timed.then(Instant::now);
+        let running = p.engine().guest_running();
         live.arm(p);
         let result = live
             .bindings
             .call_decide(&mut live.store, self.query.fill(q));
+        drop(running);
         if let Some(start) = start {
             p.observe(start.elapsed());
         }

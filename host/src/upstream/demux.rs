@@ -3,6 +3,7 @@
 //! an answer reaches it only if ID and question match; anything else is counted, ignored.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -17,13 +18,39 @@ use super::server::AttemptError;
 struct Waiter {
     query: Vec<u8>,
     reply: oneshot::Sender<Bytes>,
+    /// Which registration this is: an ID is reused as soon as its answer is dispatched,
+    /// possibly before the first query's [`Unregister`] runs, which must not remove the
+    /// second query's waiter.
+    token: u64,
 }
 
 #[derive(Default)]
 struct State {
-    waiters: HashMap<u16, Waiter>,
+    waiters: HashMap<u16, Waiter, BuildHasherDefault<IdHasher>>,
+    next_token: u64,
     /// Set under the same lock as registration, so nothing registers once reading stopped.
     dead: bool,
+}
+
+/// Hashes a query ID to itself. IDs are drawn at random by us, and an answer only looks
+/// one up (a peer cannot insert), so there is nothing to flood; SipHash cost ~5 hashes a
+/// query.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        // hashbrown takes the top 7 bits as the control byte: spread the 16 bits there too.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.0 = u64::from(v);
+    }
 }
 
 /// The in-flight queries of one socket or connection.
@@ -35,6 +62,7 @@ pub(crate) struct Demux {
 /// A registered query: its ID, the message to send, where its answer arrives.
 pub(crate) struct Registered {
     pub(crate) id: u16,
+    pub(crate) token: u64,
     pub(crate) message: Vec<u8>,
     pub(crate) answer: oneshot::Receiver<Bytes>,
 }
@@ -57,16 +85,30 @@ impl Demux {
         let message = message::with_id(query, id);
         let (reply, answer) = oneshot::channel();
         let query = message.clone();
-        s.waiters.insert(id, Waiter { query, reply });
+        s.next_token += 1;
+        let token = s.next_token;
+        s.waiters.insert(
+            id,
+            Waiter {
+                query,
+                reply,
+                token,
+            },
+        );
         Ok(Registered {
             id,
+            token,
             message,
             answer,
         })
     }
 
-    pub(crate) fn unregister(&self, id: u16) {
-        self.lock().waiters.remove(&id);
+    /// Removes registration `token` of `id`, if it is still waiting.
+    pub(crate) fn unregister(&self, id: u16, token: u64) {
+        let mut s = self.lock();
+        if s.waiters.get(&id).is_some_and(|w| w.token == token) {
+            s.waiters.remove(&id);
+        }
     }
 
     /// Hands `frame` to the query it answers, or counts it as ignored.
@@ -83,8 +125,16 @@ impl Demux {
         }
     }
 
-    pub(crate) fn is_idle(&self) -> bool {
-        self.lock().waiters.is_empty()
+    /// Stops accepting queries if none is in flight; false (and nothing changes) otherwise.
+    /// One lock for the check and the close: a query registering in between would
+    /// otherwise be failed by the close although its socket was about to be retired idle.
+    pub(crate) fn close_if_idle(&self) -> bool {
+        let mut s = self.lock();
+        if !s.waiters.is_empty() {
+            return false;
+        }
+        s.dead = true;
+        true
     }
 
     /// Stops accepting queries and fails the ones in flight (their senders are dropped).
@@ -100,11 +150,11 @@ impl Demux {
 }
 
 /// Unregisters a query when it ends for any reason (answer, timeout, cancellation).
-pub(crate) struct Unregister<'a>(pub(crate) &'a Demux, pub(crate) u16);
+pub(crate) struct Unregister<'a>(pub(crate) &'a Demux, pub(crate) u16, pub(crate) u64);
 
 impl Drop for Unregister<'_> {
     fn drop(&mut self) {
-        self.0.unregister(self.1);
+        self.0.unregister(self.1, self.2);
     }
 }
 
@@ -114,4 +164,39 @@ pub(crate) fn ignored(metrics: &Metrics) {
         reason: "upstream_mismatch",
     };
     metrics.dropped.get_or_create(&reason).inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::UpstreamQuery;
+
+    #[test]
+    fn a_stale_unregister_leaves_a_reused_id_alone() {
+        let metrics = Metrics::new();
+        let q = UpstreamQuery {
+            name: b"\x03www\x07example\x00",
+            qtype: 1,
+            qclass: 1,
+            do_bit: false,
+            cd: false,
+        };
+        let query = message::build_query(&q, 1232);
+        let demux = Demux::default();
+        let Ok(mut r) = demux.register(&query) else {
+            panic!("register")
+        };
+        // The guard of an earlier registration of the same ID (answered, not yet dropped).
+        drop(Unregister(&demux, r.id, r.token.wrapping_sub(1)));
+        let mut answer = r.message.clone();
+        answer[2] |= 0x80;
+        demux.dispatch(answer.clone(), &metrics);
+        assert_eq!(r.answer.try_recv().ok().as_deref(), Some(&answer[..]));
+        // Its own guard removes it.
+        let Ok(r2) = demux.register(&query) else {
+            panic!("register")
+        };
+        drop(Unregister(&demux, r2.id, r2.token));
+        assert!(demux.close_if_idle());
+    }
 }

@@ -3,14 +3,17 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::watch;
 
 use crate::config::Protocol;
-use crate::metrics::{Label, Metrics, ProxyLabels, UpstreamServerLabels};
+use crate::metrics::{
+    Label, Metrics, ProxyLabels, RCODE_LABELS, UpstreamServerLabels, rcode_index,
+};
 
 use super::message;
 use super::tcp::TcpClient;
@@ -54,6 +57,8 @@ pub(crate) struct Server {
     tcp: TcpClient,
     fails: AtomicU32,
     down: AtomicBool,
+    /// `coredns_proxy_request_duration_seconds` handles by RCODE label, resolved on first use.
+    durations: [OnceLock<Histogram>; RCODE_LABELS.len()],
     /// `true` while up; lets tests (and later, readiness) observe health changes.
     up: watch::Sender<bool>,
 }
@@ -79,6 +84,7 @@ impl Server {
             tcp,
             fails: AtomicU32::new(0),
             down: AtomicBool::new(false),
+            durations: [const { OnceLock::new() }; RCODE_LABELS.len()],
             up: watch::Sender::new(true),
         })
     }
@@ -115,14 +121,15 @@ impl Server {
         match &result {
             Ok(resp) => {
                 let rcode = crate::wire::Header::new(resp).map_or(0, |h| h.rcode());
-                let labels = ProxyLabels {
+                let r = rcode_index(rcode);
+                let m = &self.settings.metrics;
+                let labels = || ProxyLabels {
                     proxy_name: "forward",
                     to: self.labels.to.clone(),
-                    rcode: crate::metrics::rcode_label(rcode),
+                    rcode: RCODE_LABELS[r],
                 };
-                let m = &self.settings.metrics;
-                m.proxy_request_duration
-                    .get_or_create(&labels)
+                self.durations[r]
+                    .get_or_init(|| m.proxy_request_duration.get_or_create(&labels()).clone())
                     .observe(start.elapsed().as_secs_f64());
                 self.fails.store(0, Ordering::Relaxed);
                 if self.is_down() {

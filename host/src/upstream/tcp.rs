@@ -106,7 +106,7 @@ impl TcpClient {
 
 async fn send(conn: &Conn, query: &[u8]) -> Result<Bytes, AttemptError> {
     let r = conn.demux.register(query)?;
-    let _unregister = Unregister(&conn.demux, r.id);
+    let _unregister = Unregister(&conn.demux, r.id, r.token);
     let mut frame = Vec::with_capacity(r.message.len() + 2);
     frame.extend_from_slice(&(r.message.len() as u16).to_be_bytes());
     frame.extend_from_slice(&r.message);

@@ -5,15 +5,18 @@
 //! spoofing resistance of issue 6 at a fraction of a fresh socket's cost per query.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+use crate::mmsg::{self, RecvBatch};
 
 use super::demux::{self, Demux, Registered, Unregister};
 use super::server::AttemptError;
@@ -24,6 +27,8 @@ pub(crate) const POOL_SIZE: usize = 4;
 pub(crate) const QUERIES_PER_SOCKET: u32 = 256;
 /// Larger than any answer to our 1232-byte EDNS size; a datagram filling it is not trusted.
 const RECV_BUF: usize = 4096;
+/// Answers read per system call.
+const RECV_BATCH: usize = 8;
 
 /// One connected socket, its in-flight queries and its reader task.
 struct Sock {
@@ -31,6 +36,86 @@ struct Sock {
     demux: Demux,
     used: AtomicU32,
     retired: AtomicBool,
+    /// Queries waiting to be sent (see [`Sock::send`]).
+    outbox: Mutex<Vec<Outgoing>>,
+}
+
+/// A registered query's datagram.
+struct Outgoing {
+    message: Vec<u8>,
+    id: u16,
+    token: u64,
+}
+
+impl AsRef<[u8]> for Outgoing {
+    fn as_ref(&self) -> &[u8] {
+        &self.message
+    }
+}
+
+impl Sock {
+    /// Queues a registered query's datagram. The first query to queue one yields once, so
+    /// queries leaving in the same scheduler pass join it, then sends them all with
+    /// `sendmmsg`. A datagram the kernel refuses fails its query at once (its waiter is
+    /// removed: the socket looks closed to it) and retires the socket, as a failed `send`
+    /// did. If the sending query is cancelled meanwhile, the queue goes out on drop.
+    async fn send(&self, message: Vec<u8>, id: u16, token: u64) {
+        let first = {
+            let mut q = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+            q.push(Outgoing { message, id, token });
+            q.len() == 1
+        };
+        if !first {
+            return;
+        }
+        let guard = FlushOnDrop(self);
+        tokio::task::yield_now().await;
+        std::mem::forget(guard);
+        let batch = self.take_outbox();
+        let fd = self.sock.as_raw_fd();
+        let mut done = 0;
+        while done < batch.len() {
+            let rest = &batch[done..];
+            let sent = (self.sock)
+                .async_io(Interest::WRITABLE, || mmsg::send_connected(fd, rest))
+                .await;
+            done += self.sent(sent, &batch[done]);
+        }
+    }
+
+    fn take_outbox(&self) -> Vec<Outgoing> {
+        std::mem::take(&mut *self.outbox.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Accounts for one `sendmmsg`: how many datagrams it disposed of (a refused one fails
+    /// its query).
+    fn sent(&self, result: std::io::Result<usize>, first: &Outgoing) -> usize {
+        match result {
+            Ok(n) => n.max(1),
+            Err(e) => {
+                tracing::debug!(error = %e, "upstream udp send failed");
+                self.retired.store(true, Ordering::Release);
+                self.demux.unregister(first.id, first.token);
+                1
+            }
+        }
+    }
+}
+
+/// Sends the outbox without waiting (best effort) if the query that was to send it is
+/// dropped before it did.
+struct FlushOnDrop<'a>(&'a Sock);
+
+impl Drop for FlushOnDrop<'_> {
+    fn drop(&mut self) {
+        let s = self.0;
+        let batch = s.take_outbox();
+        let fd = s.sock.as_raw_fd();
+        let mut done = 0;
+        while done < batch.len() {
+            done += s.sent(mmsg::send_connected(fd, &batch[done..]), &batch[done]);
+        }
+    }
 }
 
 /// The UDP client of one server.
@@ -64,11 +149,8 @@ impl UdpPool {
                 Err(AttemptError::Closed) => self.register(query, timeout)?,
                 other => other?,
             };
-            let _unregister = Unregister(&s.demux, r.id);
-            if let Err(e) = s.sock.send(&r.message).await {
-                s.retired.store(true, Ordering::Release);
-                return Err(e.into());
-            }
+            let _unregister = Unregister(&s.demux, r.id, r.token);
+            s.send(r.message, r.id, r.token).await;
             // A closed demux means the socket failed (ICMP port unreachable, …).
             r.answer.await.map_err(|_| AttemptError::Closed)
         };
@@ -118,6 +200,7 @@ impl UdpPool {
             demux: Demux::default(),
             used: AtomicU32::new(0),
             retired: AtomicBool::new(false),
+            outbox: Mutex::new(Vec::new()),
         });
         let tick = timeout.min(self.expire);
         tokio::spawn(read_loop(
@@ -131,22 +214,41 @@ impl UdpPool {
 }
 
 /// Dispatches answers until the socket fails, or has nothing in flight and is retired or
-/// has been idle for `expire`. Wakes every `tick` to check.
+/// has been idle for `expire`. Checks that every `tick`, on one timer for the socket's
+/// life (not one per datagram).
 async fn read_loop(s: Arc<Sock>, tick: Duration, expire: Duration, metrics: Arc<Metrics>) {
-    let mut buf = vec![0u8; RECV_BUF];
+    let mut batch = RecvBatch::new(RECV_BATCH, RECV_BUF);
+    let fd = s.sock.as_raw_fd();
     let mut last = Instant::now();
+    let check = tokio::time::sleep(tick);
+    tokio::pin!(check);
     loop {
-        match tokio::time::timeout(tick, s.sock.recv(&mut buf)).await {
-            Ok(Ok(n)) if n < RECV_BUF => {
-                last = Instant::now();
-                s.demux.dispatch(buf[..n].to_vec(), &metrics);
-            }
-            Ok(Ok(_)) => demux::ignored(&metrics),
-            Ok(Err(_)) => break,
-            Err(_) => {}
+        tokio::select! {
+            biased;
+            r = s.sock.async_io(Interest::READABLE | Interest::ERROR, || batch.recv(fd)) => match r {
+                Ok(n) => {
+                    last = Instant::now();
+                    for (answer, _) in (0..n).filter_map(|i| batch.get(i)) {
+                        if answer.len() < RECV_BUF {
+                            s.demux.dispatch(answer.to_vec(), &metrics);
+                        } else {
+                            demux::ignored(&metrics);
+                        }
+                    }
+                    if s.retired.load(Ordering::Acquire) && s.demux.close_if_idle() {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "upstream udp socket failed");
+                    break;
+                }
+            },
+            () = &mut check => check.as_mut().reset(Instant::now() + tick),
         }
         let done = s.retired.load(Ordering::Acquire) || last.elapsed() >= expire;
-        if done && s.demux.is_idle() {
+        if done && s.demux.close_if_idle() {
             break;
         }
     }
