@@ -33,6 +33,13 @@ impl FrameDecoder {
         Some(self.buf.split_to(len).to_vec())
     }
 
+    /// Whether a complete message is buffered.
+    pub fn has_frame(&self) -> bool {
+        self.buf
+            .get(..2)
+            .is_some_and(|h| self.buf.len() >= 2 + usize::from(u16::from_be_bytes([h[0], h[1]])))
+    }
+
     /// Bytes held that do not yet form a frame (a stream that ends with any is cut short).
     pub fn buffered(&self) -> usize {
         self.buf.len()

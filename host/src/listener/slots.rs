@@ -1,15 +1,20 @@
 //! TCP connection slots: the connection cap, and making room at the cap. A new connection
 //! that finds every slot taken closes an idle one instead of being turned away, so slow
-//! clients (slowloris) holding slots cannot starve new ones:
-//! - a connection that never completed a query can be closed once it is [`EVICT_MIN_IDLE`]
-//!   old (the oldest first): a flood of slow connections evicts itself;
-//! - one that did can be closed once idle for half the idle timeout (the idlest first), so
-//!   clients that use their connections keep them;
-//! - one with a query being answered never is.
+//! clients (slowloris) holding slots cannot starve new ones. In this order:
+//! - a connection that never completed a query but sent part of one (stalled mid-frame) once
+//!   it is [`EVICT_MIN_IDLE`] old, the oldest first;
+//! - one that sent nothing yet, as old;
+//! - one that completed queries, once idle for half the idle timeout (the idlest first), so
+//!   clients that use their connections keep them.
 //!
-//! Only when no connection qualifies is the new one refused.
+//! Never one with a query being answered, nor one whose next bytes wait unread in the
+//! kernel (`FIONREAD`): a client whose query arrived before its task ran is not idle.
+//! When no connection qualifies yet but one will within [`ADMIT_WAIT`] (a flood of young
+//! connections), the accept loop waits for it, leaving new connections in the kernel's
+//! backlog; otherwise the new one is refused.
 
 use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +23,10 @@ use tokio::sync::Notify;
 
 /// A connection idle for less than this is never closed to make room.
 pub(crate) const EVICT_MIN_IDLE: Duration = Duration::from_millis(10);
+
+/// Longest the accept loop waits for a connection to become closable rather than refusing
+/// the new one.
+pub(crate) const ADMIT_WAIT: Duration = Duration::from_millis(25);
 
 /// Every open connection of one listener.
 pub(crate) struct Slots {
@@ -32,6 +41,10 @@ pub(crate) struct Slots {
 /// One connection's activity, and the signal that closes it.
 #[derive(Default)]
 pub(crate) struct Slot {
+    /// The connection's socket, to look for unread bytes (`None` in unit tests).
+    fd: Option<RawFd>,
+    /// Whether part of a frame arrived and the rest has not.
+    partial: AtomicBool,
     /// Milliseconds from the epoch to the connect or the last complete query.
     last_active: AtomicU64,
     /// Queries read and not answered yet.
@@ -70,8 +83,9 @@ impl Slots {
         })
     }
 
-    /// A slot for a new connection at `now`, closing the idlest connection if at the cap.
-    pub(crate) fn admit(self: &Arc<Self>, now: Instant) -> Admission {
+    /// A slot for a new connection (socket `fd`) at `now`, closing the idlest connection if
+    /// at the cap.
+    pub(crate) fn admit(self: &Arc<Self>, fd: Option<RawFd>, now: Instant) -> Admission {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let mut evicted = false;
         if open.len() >= self.cap {
@@ -84,7 +98,10 @@ impl Slots {
             evicted = true;
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(Slot {
+            fd,
+            ..Slot::default()
+        });
         slot.last_active.store(self.millis(now), Ordering::Release);
         open.insert(id, slot.clone());
         let guard = SlotGuard {
@@ -99,26 +116,57 @@ impl Slots {
         }
     }
 
-    /// The connection to close: never served before served, then idle longest.
+    /// The connection to close: stalled mid-frame, then never served, then served; idle
+    /// longest first; none with unread bytes.
     fn idlest(&self, open: &HashMap<u64, Arc<Slot>>, now: Instant) -> Option<u64> {
         let now = self.millis(now);
         let fresh_min_idle = EVICT_MIN_IDLE.as_millis() as u64;
-        open.iter()
+        let mut candidates: Vec<_> = open
+            .iter()
             .filter(|(_, s)| s.busy.load(Ordering::Acquire) == 0)
-            .map(|(id, s)| {
+            .filter_map(|(id, s)| {
                 let idle = now.saturating_sub(s.last_active.load(Ordering::Acquire));
-                (*id, !s.served.load(Ordering::Acquire), idle)
+                let rank = if s.served.load(Ordering::Acquire) {
+                    0
+                } else if s.partial.load(Ordering::Acquire) {
+                    2
+                } else {
+                    1
+                };
+                let min_idle = if rank == 0 {
+                    self.served_min_idle
+                } else {
+                    fresh_min_idle
+                };
+                (idle >= min_idle).then_some(((rank, idle), *id, s.fd))
             })
-            .filter(|(_, never_served, idle)| {
-                *idle
-                    >= if *never_served {
-                        fresh_min_idle
-                    } else {
-                        self.served_min_idle
-                    }
+            .collect();
+        candidates.sort_unstable_by_key(|(key, _, _)| std::cmp::Reverse(*key));
+        candidates
+            .into_iter()
+            .find(|(_, _, fd)| !fd.is_some_and(unread_bytes))
+            .map(|(_, id, _)| id)
+    }
+
+    /// How soon some open connection becomes closable for room (`None`: none will without
+    /// activity, e.g. all are answering queries).
+    pub(crate) fn closable_in(&self, now: Instant) -> Option<Duration> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.millis(now);
+        let fresh_min_idle = EVICT_MIN_IDLE.as_millis() as u64;
+        open.values()
+            .filter(|s| s.busy.load(Ordering::Acquire) == 0)
+            .map(|s| {
+                let idle = now.saturating_sub(s.last_active.load(Ordering::Acquire));
+                let min_idle = if s.served.load(Ordering::Acquire) {
+                    self.served_min_idle
+                } else {
+                    fresh_min_idle
+                };
+                min_idle.saturating_sub(idle)
             })
-            .max_by_key(|(_, never_served, idle)| (*never_served, *idle))
-            .map(|(id, _, _)| id)
+            .min()
+            .map(Duration::from_millis)
     }
 
     /// Milliseconds from the epoch.
@@ -133,11 +181,26 @@ impl Slots {
     }
 }
 
+/// Whether bytes wait unread in the socket's receive queue.
+fn unread_bytes(fd: RawFd) -> bool {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid for the call. A
+    // closed or reused descriptor only makes the answer meaningless, never unsound.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    rc == 0 && n > 0
+}
+
 impl Slot {
     /// A complete query arrived at `millis`.
     pub(crate) fn touch(&self, millis: u64) {
         self.last_active.store(millis, Ordering::Release);
         self.served.store(true, Ordering::Release);
+        self.partial.store(false, Ordering::Release);
+    }
+
+    /// Part of a frame arrived and the rest has not (yet).
+    pub(crate) fn stalled(&self) {
+        self.partial.store(true, Ordering::Release);
     }
 
     /// A query is being answered asynchronously; the connection is not idle until `done`.
@@ -178,16 +241,16 @@ mod tests {
     async fn at_the_cap_the_idlest_connection_makes_room() {
         let t0 = Instant::now();
         let slots = Slots::new(2, Duration::from_secs(1), t0);
-        let a = admitted(slots.admit(t0)).unwrap();
-        let b = admitted(slots.admit(t0 + Duration::from_millis(5))).unwrap();
+        let a = admitted(slots.admit(None, t0)).unwrap();
+        let b = admitted(slots.admit(None, t0 + Duration::from_millis(5))).unwrap();
         // Both younger than EVICT_MIN_IDLE: nobody to close.
         assert!(matches!(
-            slots.admit(t0 + Duration::from_millis(8)),
+            slots.admit(None, t0 + Duration::from_millis(8)),
             Admission::Full
         ));
         // a has been idle longest: it is told to close, c gets its slot.
         let at = t0 + Duration::from_millis(50);
-        let Admission::Evicted(c) = slots.admit(at) else {
+        let Admission::Evicted(c) = slots.admit(None, at) else {
             panic!("expected an eviction")
         };
         tokio::time::timeout(Duration::from_secs(1), a.slot.evict.notified())
@@ -198,7 +261,7 @@ mod tests {
         b.slot.start();
         c.slot.touch(slots.millis(at + Duration::from_millis(45)));
         assert!(matches!(
-            slots.admit(at + Duration::from_millis(50)),
+            slots.admit(None, at + Duration::from_millis(50)),
             Admission::Full
         ));
         b.slot.done();
@@ -206,8 +269,8 @@ mod tests {
         let later = at + Duration::from_millis(200);
         b.slot.touch(slots.millis(at));
         drop(c);
-        let d = admitted(slots.admit(at + Duration::from_millis(100))).unwrap();
-        let Admission::Evicted(e) = slots.admit(later) else {
+        let d = admitted(slots.admit(None, at + Duration::from_millis(100))).unwrap();
+        let Admission::Evicted(e) = slots.admit(None, later) else {
             panic!("expected an eviction")
         };
         tokio::time::timeout(Duration::from_secs(1), d.slot.evict.notified())
@@ -225,10 +288,54 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let slots = Slots::new(1, Duration::from_secs(1), t0);
-        let a = admitted(slots.admit(t0)).unwrap();
+        let a = admitted(slots.admit(None, t0)).unwrap();
         a.slot.touch(slots.millis(t0 + ms(10)));
         // Used 450 ms ago, idle timeout 1 s: kept; 510 ms ago: closed for room.
-        assert!(matches!(slots.admit(t0 + ms(460)), Admission::Full));
-        assert!(matches!(slots.admit(t0 + ms(520)), Admission::Evicted(_)));
+        assert!(matches!(slots.admit(None, t0 + ms(460)), Admission::Full));
+        assert!(matches!(
+            slots.admit(None, t0 + ms(520)),
+            Admission::Evicted(_)
+        ));
+    }
+
+    #[test]
+    fn stalled_connections_go_first_and_unread_queries_are_kept() -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let slots = Slots::new(2, Duration::from_secs(1), t0);
+        // a: sent nothing yet; b (younger): sent half a frame and stalled.
+        let a = admitted(slots.admit(None, t0)).unwrap();
+        let b = admitted(slots.admit(None, t0 + ms(5))).unwrap();
+        b.slot.stalled();
+        let Admission::Evicted(_c) = slots.admit(None, t0 + ms(20)) else {
+            panic!("expected an eviction")
+        };
+        assert_eq!(slots.len(), 2);
+        assert!(
+            slots
+                .open
+                .lock()
+                .unwrap()
+                .values()
+                .any(|s| Arc::ptr_eq(s, &a.slot)),
+            "the stalled connection goes first, not the older quiet one"
+        );
+        drop((a, b));
+
+        // A real socket whose query waits unread in the kernel is not idle.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (server, _) = listener.accept()?;
+        let slots = Slots::new(1, Duration::from_secs(1), t0);
+        let _d = admitted(slots.admit(Some(server.as_raw_fd()), t0)).unwrap();
+        client.write_all(&[0, 1, 0])?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !unread_bytes(server.as_raw_fd()) && Instant::now() < deadline {
+            std::thread::sleep(ms(1));
+        }
+        assert!(matches!(slots.admit(None, t0 + ms(50)), Admission::Full));
+        Ok(())
     }
 }

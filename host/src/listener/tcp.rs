@@ -5,6 +5,7 @@
 //! new ones.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::Shared;
 use super::frame::FrameDecoder;
-use super::slots::{Admission, SlotGuard, Slots};
+use super::slots::{ADMIT_WAIT, Admission, Slot, SlotGuard, Slots};
 use crate::metrics::ReasonLabels;
 use crate::pipeline::{ListenerInfo, Step};
 use crate::policy::Transport;
@@ -43,20 +44,40 @@ pub async fn serve(listener: TcpListener, info: ListenerInfo, shared: Arc<Shared
                 continue;
             }
         };
-        let slot = match slots.admit(Instant::now()) {
-            Admission::Admitted(slot) => slot,
-            Admission::Evicted(slot) => {
-                count_drop(&shared, "tcp_idle_evicted");
-                slot
-            }
-            Admission::Full => {
-                count_drop(&shared, "tcp_connection_limit");
-                drop(stream);
-                continue;
-            }
+        let Some(slot) = admit(&slots, &stream, &shared).await else {
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         tokio::spawn(connection(stream, peer, info.clone(), shared.clone(), slot));
+    }
+}
+
+/// A slot for `stream`. At the cap with nothing closable yet, waits up to [`ADMIT_WAIT`]
+/// for a connection to become closable (new connections wait in the kernel's backlog
+/// meanwhile, and a query sent on this one waits unread, which keeps it from being closed
+/// in turn); `None` when there is still no room.
+async fn admit(slots: &Arc<Slots>, stream: &TcpStream, shared: &Shared) -> Option<SlotGuard> {
+    let fd = Some(stream.as_raw_fd());
+    let deadline = Instant::now() + ADMIT_WAIT;
+    loop {
+        let now = Instant::now();
+        match slots.admit(fd, now) {
+            Admission::Admitted(slot) => return Some(slot),
+            Admission::Evicted(slot) => {
+                count_drop(shared, "tcp_idle_evicted");
+                return Some(slot);
+            }
+            Admission::Full => {}
+        }
+        let wait = slots
+            .closable_in(now)
+            .filter(|wait| now + *wait <= deadline);
+        let Some(wait) = wait else {
+            count_drop(shared, "tcp_connection_limit");
+            return None;
+        };
+        tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
     }
 }
 
@@ -105,7 +126,7 @@ async fn connection(
     let mut served: u32 = 0;
     loop {
         let frame = tokio::select! {
-            f = read_frame(&mut read, &mut frames, idle) => f,
+            f = read_frame(&mut read, &mut frames, &slot.slot, idle) => f,
             _ = shutdown.wait_for(|s| *s) => None,
             () = slot.slot.evict.notified() => None,
         };
@@ -141,14 +162,19 @@ async fn connection(
     drop(tx);
     // Answers still being forwarded hold a sender; the writer ends after the last one.
     let _ = writer.await;
+    // The slot goes before the socket closes: `Slots` never looks at a reused descriptor.
+    drop(slot);
+    drop(read);
 }
 
 /// Reads one length-prefixed message; None on EOF, error, or when the whole frame does not
 /// arrive within `idle`. Reads only when no complete frame is buffered, so `frames` holds
-/// at most one partial frame plus one read.
+/// at most one partial frame plus one read. A read that leaves a partial frame marks `slot`
+/// stalled (the first to close for room if it never completes a query).
 async fn read_frame(
     read: &mut OwnedReadHalf,
     frames: &mut FrameDecoder,
+    slot: &Slot,
     idle: Duration,
 ) -> Option<Vec<u8>> {
     tokio::time::timeout(idle, async {
@@ -159,7 +185,12 @@ async fn read_frame(
             }
             match read.read(&mut chunk).await {
                 Ok(0) | Err(_) => return None,
-                Ok(n) => frames.push(&chunk[..n]),
+                Ok(n) => {
+                    frames.push(&chunk[..n]);
+                    if !frames.has_frame() {
+                        slot.stalled();
+                    }
+                }
             }
         }
     })
