@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -193,6 +194,7 @@ pub async fn start_with(
         tokio::spawn(http::serve(ready_l, endpoints.clone())),
         tokio::spawn(reloader.clone().run()),
         tokio::spawn(crate::oci::watch(shared.clone(), reloader.clone())),
+        tokio::spawn(sweep_caches(shared.clone())),
     ];
     for (view, addr) in &listeners {
         tracing::info!(%addr, view, "listening (udp+tcp)");
@@ -281,12 +283,35 @@ fn spawn_listeners(bound: Vec<Bound>, shared: &Arc<Shared>) -> anyhow::Result<Ve
     Ok(tasks)
 }
 
+/// How often entries past their servable window are removed from the caches.
+const CACHE_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Reclaims the memory of cache entries that can no longer be served, every
+/// [`CACHE_SWEEP_INTERVAL`], off the worker threads (a pass over 100,000 entries takes a few
+/// milliseconds).
+async fn sweep_caches(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(CACHE_SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let snap = shared.snapshot.load_full();
+        let swept = tokio::task::spawn_blocking(move || {
+            for zone in &snap.zones {
+                zone.cache.sweep(Instant::now());
+            }
+        });
+        if let Err(e) = swept.await {
+            tracing::warn!(error = %e, "cache sweep");
+        }
+    }
+}
+
 /// Refreshes gauges that are read from live state (`coredns_cache_entries`) before a scrape.
 fn refresh_gauges(shared: Arc<Shared>) -> impl Fn() + Send + Sync {
     move || {
         let snap = shared.snapshot.load();
         for zone in &snap.zones {
-            zone.cache.run_pending_tasks();
             let (success, denial) = zone.cache.entry_counts();
             for (kind, n) in [("success", success), ("denial", denial)] {
                 let labels = CacheTypeLabels {

@@ -27,7 +27,7 @@ use zonegate::wire::{self, Header};
 const OUR_UDP_SIZE: u16 = 1232;
 const SERVFAIL_TTL: u32 = 5;
 
-/// One cache per settings variant for the whole run (a moka cache built per input would
+/// One cache per settings variant for the whole run (a cache built per input would
 /// dominate the run time); a fresh group name per input keeps the keys apart.
 static CACHES: LazyLock<Vec<Cache>> =
     LazyLock::new(|| (0..16u8).map(|v| Cache::new(settings(v << 4))).collect());

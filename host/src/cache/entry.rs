@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::EntryKind;
 
-/// A stored response. Shared (`Arc`) between the moka map and any `Hit`s being rendered.
+/// A stored response. Shared (`Arc`) between the map and any `Hit`s being rendered.
 #[derive(Debug)]
 pub(crate) struct Entry {
     /// The upstream response as received (TTLs are rewritten on render), followed by the

@@ -538,7 +538,6 @@ fn counts_entries_by_kind_and_capacity_evictions() {
     }
     // Replacing an entry with another kind moves it between the counts.
     store(&cache, key("n0.example.", 1), &positive(&[300]), t0).unwrap();
-    cache.run_pending_tasks();
     assert_eq!(cache.entry_counts(), (11, 9));
     assert_eq!(cache.evictions(), (0, 0));
 
@@ -551,10 +550,9 @@ fn counts_entries_by_kind_and_capacity_evictions() {
         )
         .unwrap();
     }
-    cache.run_pending_tasks();
     let (success, denial) = cache.entry_counts();
     assert!(success + denial <= 50, "{success} + {denial}");
-    assert_eq!(success + denial, cache.map.entry_count());
+    assert_eq!(success + denial, cache.len() as u64);
     let (ev_success, ev_denial) = cache.evictions();
     assert_eq!(ev_success + ev_denial + success + denial, 220);
     assert_eq!(counters.success.get(), ev_success);
@@ -586,4 +584,40 @@ fn negative_answers_age_and_go_stale_like_positive_ones() {
     };
     assert_eq!(ttls(&hit.render(t0 + secs(61.0))), vec![30, 30]);
     assert_eq!(cache.entry_counts(), (0, 1));
+}
+
+#[test]
+fn sweep_reclaims_only_what_can_no_longer_be_served() {
+    let t0 = Instant::now();
+    let cache = Cache::new(settings(ServeStale::Immediate));
+    let stale_for = cache.settings().stale_for;
+    store(&cache, key("short.example.", 1), &positive(&[10]), t0).unwrap();
+    store(&cache, key("long.example.", 1), &positive(&[3000]), t0).unwrap();
+    let nx = negative(ResponseCode::NXDomain, vec![], Some(soa(300, 5)));
+    store(&cache, key("gone.example.", 1), &nx, t0).unwrap();
+    assert_eq!(cache.entry_counts(), (2, 1));
+
+    // Past the short TTLs but within the stale window: nothing goes.
+    let stale = t0 + secs(60.0);
+    cache.sweep(stale);
+    assert_eq!(cache.len(), 3);
+    assert!(matches!(
+        cache.lookup(&key("short.example.", 1), stale),
+        Lookup::Stale { .. }
+    ));
+
+    // Past TTL + stale window for the short ones only.
+    let later = t0 + secs(11.0) + stale_for;
+    cache.sweep(later);
+    assert_eq!(cache.len(), 1);
+    assert_eq!(cache.entry_counts(), (1, 0));
+    assert!(matches!(
+        cache.lookup(&key("long.example.", 1), later),
+        Lookup::Stale { .. } | Lookup::Fresh(_)
+    ));
+    assert_eq!(
+        cache.evictions(),
+        (0, 0),
+        "expiry is not a capacity eviction"
+    );
 }
