@@ -22,7 +22,9 @@ use super::store::GuestState;
 pub struct EngineOptions {
     /// Where precompiled artifacts are kept across restarts; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
-    /// Epoch tick: the granularity of call deadlines.
+    /// Epoch tick: the granularity of call deadlines. Each tick wakes a thread while guest
+    /// code runs, so it costs CPU: 250 µs cost ≈ 3% of a core under steady policy load (the
+    /// dnsperf run with a policy on every query: 0.2 µs per query), 1 ms ≈ 0.8%.
     pub epoch_tick: Duration,
 }
 
@@ -30,7 +32,7 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             cache_dir: None,
-            epoch_tick: Duration::from_micros(250),
+            epoch_tick: Duration::from_millis(1),
         }
     }
 }

@@ -98,8 +98,9 @@ impl Worker {
             return v;
         }
         let slot = self.slots.entry(p.id).or_insert_with(|| Slot::new(p));
-        let key = quarantine_key(q);
-        if let Some(b) = slot.quarantine.get(&key)
+        // Hashed only when something is quarantined: the common path skips it.
+        if !slot.quarantine.is_empty()
+            && let Some(b) = slot.quarantine.get(&quarantine_key(q))
             && !b.ready(Instant::now())
         {
             let reason = "this query made the policy fail: quarantined".to_string();
@@ -147,7 +148,10 @@ impl Worker {
                     slot.quarantine.retain(|_, b| !b.ready(now));
                 }
                 if slot.quarantine.len() < QUARANTINE_MAX {
-                    slot.quarantine.entry(key).or_default().failed(now);
+                    slot.quarantine
+                        .entry(quarantine_key(q))
+                        .or_default()
+                        .failed(now);
                 }
                 p.failed(&Failure {
                     kind: FailureKind::of(&e),
