@@ -17,7 +17,7 @@ use std::time::Instant;
 use hickory_proto::rr::LowerName;
 use thiserror::Error;
 
-use crate::cache::{Cache, CacheKey, EvictionCounters, Hit, Lookup};
+use crate::cache::{Cache, CacheKey, EvictionCounters, Hit, KeyRef, Lookup};
 use crate::config::{Config, IpNet, ServeStale, ZoneSpec};
 use crate::metrics::{CacheTypeLabels, Label, Metrics, ReasonLabels, ZoneLabels};
 
@@ -293,9 +293,9 @@ impl Snapshot {
             }
         }
         // 4. Cache lookup.
-        let key = CacheKey {
-            group: group.name().clone(),
-            name: req.question.name.as_slice().into(),
+        let key = KeyRef {
+            group: group.name(),
+            name: req.question.name.as_slice(),
             qtype: req.question.qtype,
             qclass: req.question.qclass,
             do_bit: req.do_bit(),
@@ -304,7 +304,7 @@ impl Snapshot {
         // The query's arrival time is recent enough to age TTLs by (whole seconds).
         let now = started;
         stats.cache_request();
-        let stale = match zone.cache.lookup(&key, now) {
+        let stale = match zone.cache.lookup(key, now) {
             Lookup::Fresh(hit) => {
                 stats.cache_hit(hit.kind());
                 let reply = request::finalize(hit.render(now), &req, self.udp_size);
@@ -315,7 +315,7 @@ impl Snapshot {
             {
                 stats.served_stale();
                 if refresh {
-                    self.spawn_refresh(zi, group.clone(), key);
+                    self.spawn_refresh(zi, group.clone(), key.to_owned());
                 }
                 let reply = request::finalize(hit.render(now), &req, self.udp_size);
                 return Step::Reply(self.finish(zi, &stats, &req, reply, Outcome::Stale, started));
@@ -327,6 +327,7 @@ impl Snapshot {
             }
         };
         // 5. Forward (asynchronously).
+        let key = key.to_owned();
         Step::Forward(Box::new(Pending {
             req,
             zone: zi,

@@ -621,3 +621,46 @@ fn sweep_reclaims_only_what_can_no_longer_be_served() {
         "expiry is not a capacity eviction"
     );
 }
+
+#[test]
+fn an_entry_answers_only_for_its_own_key() {
+    // The map is keyed by the key's hash; the entry keeps the key and every hit is checked.
+    let t0 = Instant::now();
+    let resp = positive(&[300]);
+    let layout = wire::layout(&resp).unwrap();
+    let k = key(QNAME, 1);
+    let e = entry::Entry::new(&k, &resp, &layout.ttl_offsets, 300, EntryKind::Success, t0);
+    assert!(e.is_for(&k.as_ref()));
+    let others = [
+        CacheKey {
+            qtype: 28,
+            ..k.clone()
+        },
+        CacheKey {
+            qclass: 3,
+            ..k.clone()
+        },
+        CacheKey {
+            do_bit: true,
+            ..k.clone()
+        },
+        CacheKey {
+            cd: true,
+            ..k.clone()
+        },
+        CacheKey {
+            group: Arc::from("other"),
+            ..k.clone()
+        },
+        key("www.example.org.", 1),
+        key("ww.example.com.", 1),
+    ];
+    for other in &others {
+        assert!(!e.is_for(&other.as_ref()), "{other:?}");
+    }
+    // The rendered answer is the response alone, not the key appended to it.
+    let mut out = Vec::new();
+    e.render_into(t0, None, &mut out);
+    assert_eq!(out.len(), resp.len());
+    assert_eq!(ttls(&out), vec![300]);
+}

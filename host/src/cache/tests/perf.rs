@@ -59,7 +59,7 @@ fn time_hits(cache: &Cache, keys: &[&CacheKey], now: Instant, rounds: usize) -> 
     let mut hits = 0;
     for _ in 0..rounds {
         for k in keys {
-            if let Lookup::Fresh(hit) = cache.lookup(k, now) {
+            if let Lookup::Fresh(hit) = cache.lookup(*k, now) {
                 buf.clear();
                 hit.render_into(now, &mut buf);
                 hits += 1;
