@@ -11,8 +11,8 @@
 //! value, 34 MiB), quick_cache's ≈ 40 B, and an entry itself is ≈ 150 B. With moka the
 //! 100,000-name memory target (40 MiB for the whole process) was out of reach. quick_cache
 //! has no expiry of its own: an entry past its TTL plus stale window is never served (the
-//! lookup checks), and [`Cache::sweep`] reclaims its memory (the metrics scrape and a
-//! periodic housekeeping task call it), so memory stays bounded by the capacity either way.
+//! lookup checks), and [`Cache::sweep`] reclaims its memory (a housekeeping task calls it
+//! every 30 s), so memory stays bounded by the capacity either way.
 
 mod admit;
 mod entry;
@@ -422,7 +422,9 @@ impl Cache {
         match replaced {
             EntryResult::Retained(previous) => self.tally.removed(previous, false),
             EntryResult::Vacant(guard) => {
-                let _ = guard.insert(entry.clone());
+                if guard.insert(entry.clone()).is_err() {
+                    self.tally.removed(kind, false);
+                }
             }
             // Not returned for the `Retain` action without a timeout; were it, the entry is
             // simply not stored.
