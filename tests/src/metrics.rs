@@ -122,7 +122,9 @@ impl Metrics {
 
     /// The sum over every sample of `name` whose labels include all of `labels` (0 if none).
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.matching(name, labels).map(|s| s.value).sum()
+        // Not `.sum()`: an empty f64 sum is -0.0, which prints as "-0" in reports.
+        self.matching(name, labels)
+            .fold(0.0, |acc, s| acc + s.value)
     }
 
     fn matching<'a>(
