@@ -190,6 +190,9 @@ impl Slot {
                 Ok(())
             }
             Err(f) => {
+                // Counts toward the back-off like a failed call: without it a policy whose
+                // instance cannot be created would be re-instantiated on every query.
+                self.failures_in_a_row += 1;
                 self.backoff.failed(now);
                 Err(p.failed(&f))
             }
