@@ -346,8 +346,6 @@ fn write_ready_file(
         "health": health.to_string(),
         "ready": ready.to_string(),
     });
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, doc.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    crate::fsutil::write_atomic(path, doc.to_string().as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -111,12 +111,6 @@ impl Hash for KeyRef<'_> {
     }
 }
 
-impl Hash for CacheKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_ref().hash(state);
-    }
-}
-
 /// What an entry holds. The CoreDNS `type` label is `success` for `Success` and `denial`
 /// for `Denial` and `ServFail` (CoreDNS keeps SERVFAIL in its denial cache).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +129,8 @@ impl EntryKind {
         }
     }
 
-    fn slot(self) -> usize {
+    /// The index of the kind's `type` label: 0 success, 1 denial.
+    pub(crate) fn slot(self) -> usize {
         match self {
             EntryKind::Success => 0,
             EntryKind::Denial | EntryKind::ServFail => 1,
@@ -361,9 +356,8 @@ impl Cache {
                 stale_ttl: None,
             });
         }
-        let servable =
-            entry.kind() != EntryKind::ServFail && age < entry.ttl().saturating_add(self.stale_for);
-        if !servable {
+        // Past its TTL here, so a SERVFAIL entry (servable for its TTL only) is a miss.
+        if age >= entry.servable_for(self.stale_for) {
             return Lookup::Miss;
         }
         let refresh = entry.claim_refresh(now, self.rearm_after);
@@ -444,8 +438,8 @@ impl Cache {
         let Some(old) = self.get(&key.as_ref()) else {
             return false;
         };
-        let keep = old.kind() != EntryKind::ServFail
-            && old.age(now) < old.ttl().saturating_add(self.stale_for);
+        let keep =
+            old.kind() != EntryKind::ServFail && old.age(now) < old.servable_for(self.stale_for);
         if keep {
             old.release_refresh();
         }
@@ -488,13 +482,8 @@ impl Cache {
     /// stale window; SERVFAIL entries past their TTL), reclaiming its memory. One pass over
     /// the map, a shard at a time.
     pub fn sweep(&self, now: Instant) {
-        let stale_for = self.stale_for;
         self.map.retain(|_, entry| {
-            let window = match entry.kind() {
-                EntryKind::ServFail => entry.ttl(),
-                _ => entry.ttl().saturating_add(stale_for),
-            };
-            let keep = entry.age(now) < window;
+            let keep = entry.age(now) < entry.servable_for(self.stale_for);
             if !keep {
                 self.tally.removed(entry.kind(), false);
             }

@@ -6,6 +6,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub(crate) mod fsutil;
 pub mod listener;
 pub mod metrics;
 pub(crate) mod mmsg;

@@ -66,4 +66,12 @@ impl OciError {
             _ => "failure",
         }
     }
+
+    /// A layout error of `reference` (an artifact that is not what it should be).
+    pub fn layout(reference: impl ToString, reason: impl ToString) -> OciError {
+        OciError::Layout {
+            reference: reference.to_string(),
+            reason: reason.to_string(),
+        }
+    }
 }

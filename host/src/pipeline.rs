@@ -231,24 +231,24 @@ impl Snapshot {
                 return Step::Drop;
             }
             Err(Rejected::Answer(e)) => {
-                return Step::Reply(self.rejected(listener, e.reply, started));
+                return Step::Reply(self.rejected(listener, e.reply));
             }
         };
         // Exposure: only the clients we serve.
         if !self.client_allowed(client.ip()) {
             self.metrics.acl_refused.inc();
             let reply = request::reply_with_rcode(&req, rcode::REFUSED, self.udp_size);
-            return Step::Reply(self.rejected(listener, reply, started));
+            return Step::Reply(self.rejected(listener, reply));
         }
         if !self.ratelimit.admit(client.ip(), started) {
             self.metrics.rate_limited.inc();
             let reply = request::reply_with_rcode(&req, rcode::REFUSED, self.udp_size);
-            return Step::Reply(self.rejected(listener, reply, started));
+            return Step::Reply(self.rejected(listener, reply));
         }
         // 2. Zone match.
         let Some(zi) = self.table.find(&listener.view, &req.question.name) else {
             let reply = request::reply_with_rcode(&req, rcode::REFUSED, self.udp_size);
-            return Step::Reply(self.rejected(listener, reply, started));
+            return Step::Reply(self.rejected(listener, reply));
         };
         let zone = &self.zones[zi];
         let stats = stats::of(&self.metrics, zone, listener);
@@ -517,11 +517,8 @@ fn new_cache(spec: &ZoneSpec, metrics: &Metrics) -> Cache {
 fn zone_wire_name(name: &LowerName) -> Vec<u8> {
     let text = name.to_ascii();
     let mut v = Vec::with_capacity(text.len() + 2);
-    for label in text.split('.').filter(|l| !l.is_empty()) {
-        v.push(label.len() as u8);
-        v.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
-    }
-    v.push(0);
+    // A parsed zone name has valid labels, so nothing is cut short.
+    let _ = answer::push_name(&mut v, &text);
     v
 }
 

@@ -21,9 +21,10 @@ use thiserror::Error;
 use crate::config::{OnError, PolicySource, PolicySpec};
 use crate::metrics::{Label, Metrics, PolicyInfoLabels};
 
+pub use bindings::WORLD;
 pub use cli::{PolicyTester, WorldInfo, check_component, test_decide};
 use engine::Compiled;
-pub use engine::{EngineOptions, PolicyEngine, digest};
+pub use engine::{EngineOptions, PolicyEngine};
 use loaded::{Limits, LoadedPolicy};
 
 /// How a query reached us.
@@ -199,11 +200,6 @@ impl Policies {
         self.unavailable.insert(name.to_string(), on_error);
     }
 
-    /// Whether a policy was left out (see [`Policies::set_unavailable`]).
-    pub fn is_unavailable(&self, name: &str) -> bool {
-        self.unavailable.contains_key(name)
-    }
-
     /// Upstream groups a policy's settings say it may route to (`routes[].upstream`), so the
     /// configuration can check they exist at load time.
     pub fn route_targets(&self, name: &str) -> Vec<String> {
@@ -253,7 +249,7 @@ fn load_one(
     previous: Option<&Policies>,
     metrics: &Metrics,
 ) -> Result<Arc<LoadedPolicy>, PolicyError> {
-    let digest: Arc<str> = engine::digest(bytes).into();
+    let digest: Arc<str> = crate::oci::layout::sha256(bytes).into();
     let limits = Limits {
         on_error: spec.on_error,
         timeout: spec.timeout,

@@ -66,7 +66,6 @@ pub struct Answer {
 pub struct UpstreamGroup {
     name: Arc<str>,
     spec: UpstreamGroupSpec,
-    udp_size: u16,
     inner: Arc<GroupInner>,
 }
 
@@ -117,18 +116,12 @@ impl UpstreamGroup {
         UpstreamGroup {
             name: Arc::from(spec.name.as_str()),
             spec: spec.clone(),
-            udp_size,
             inner: Arc::new(inner),
         }
     }
 
     pub fn name(&self) -> &Arc<str> {
         &self.name
-    }
-
-    /// The spec this group was built from.
-    pub fn spec(&self) -> &UpstreamGroupSpec {
-        &self.spec
     }
 
     /// Forwards `q`, joining an identical in-flight query if there is one. Beyond
@@ -269,7 +262,7 @@ impl Upstreams {
     ) -> Self {
         let reuse = |name: &str, spec: &UpstreamGroupSpec| {
             let old = previous?.groups.get(name)?;
-            (old.spec == *spec && old.udp_size == udp_size).then(|| old.clone())
+            (old.spec == *spec && old.inner.udp_size == udp_size).then(|| old.clone())
         };
         let groups = (specs.iter())
             .map(|(name, spec)| {

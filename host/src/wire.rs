@@ -336,6 +336,17 @@ pub fn remove_record(buf: &mut Vec<u8>, range: (usize, usize)) {
     buf[10..12].copy_from_slice(&ar.to_be_bytes());
 }
 
+/// The full RCODE of `buf`: the header's 4 bits (`header_rcode`) plus the extended bits of its
+/// OPT record (`opt`, where it was found), so BADVERS (16) is not mistaken for NOERROR.
+/// Saturates at 255.
+pub fn full_rcode(buf: &[u8], header_rcode: u8, opt: Option<&Edns>) -> u8 {
+    let extended = opt
+        .and_then(|o| read_record(buf, o.range.0).ok())
+        .and_then(|rr| buf.get(rr.ttl_at).copied())
+        .unwrap_or(0);
+    u8::try_from((u16::from(extended) << 4) | u16::from(header_rcode)).unwrap_or(u8::MAX)
+}
+
 /// Finds the OPT record of a message without collecting anything else.
 pub fn find_opt(buf: &[u8]) -> Result<Option<Edns>, WireError> {
     let h = Header::new(buf)?;

@@ -29,7 +29,7 @@ pub(crate) fn admit(
     if header.tc() {
         return Err(NotStored::Truncated);
     }
-    match rcode(response, &header, layout) {
+    match wire::full_rcode(response, header.rcode(), layout.opt.as_ref()) {
         NOERROR if header.ancount() > 0 => {
             let ttl = nonzero(layout.min_ttl)?;
             Ok((
@@ -61,16 +61,4 @@ fn nonzero(ttl: Option<u32>) -> Result<u32, NotStored> {
         Some(0) | None => Err(NotStored::ZeroTtl),
         Some(t) => Ok(t),
     }
-}
-
-/// The full RCODE: the header's 4 bits plus the EDNS extended bits (BADVERS = 16 must not be
-/// mistaken for NOERROR). Saturates at 255.
-fn rcode(response: &[u8], header: &Header<'_>, layout: &Layout) -> u8 {
-    let extended = layout
-        .opt
-        .and_then(|opt| wire::read_record(response, opt.range.0).ok())
-        .and_then(|rr| response.get(rr.ttl_at).copied())
-        .unwrap_or(0);
-    let full = (u16::from(extended) << 4) | u16::from(header.rcode());
-    u8::try_from(full).unwrap_or(u8::MAX)
 }

@@ -80,6 +80,15 @@ impl Entry {
             && *self.group == **key.group
     }
 
+    /// How long after it was stored the entry may be answered: its TTL plus `stale_for`
+    /// (serve-stale), or its TTL alone for a SERVFAIL, which is never served stale.
+    pub(crate) fn servable_for(&self, stale_for: Duration) -> Duration {
+        match self.kind {
+            EntryKind::ServFail => self.ttl(),
+            _ => self.ttl().saturating_add(stale_for),
+        }
+    }
+
     pub(crate) fn kind(&self) -> EntryKind {
         self.kind
     }

@@ -24,20 +24,21 @@ impl FrameDecoder {
     /// The next complete message (possibly empty: a zero length is a frame too), or `None`
     /// until more bytes arrive.
     pub fn next_frame(&mut self) -> Option<Vec<u8>> {
-        let header = self.buf.get(..2)?;
-        let len = usize::from(u16::from_be_bytes([header[0], header[1]]));
-        if self.buf.len() < 2 + len {
-            return None;
-        }
+        let len = self.complete_len()?;
         self.buf.advance(2);
         Some(self.buf.split_to(len).to_vec())
     }
 
     /// Whether a complete message is buffered.
     pub fn has_frame(&self) -> bool {
-        self.buf
-            .get(..2)
-            .is_some_and(|h| self.buf.len() >= 2 + usize::from(u16::from_be_bytes([h[0], h[1]])))
+        self.complete_len().is_some()
+    }
+
+    /// The length of the first message, if all of it is buffered.
+    fn complete_len(&self) -> Option<usize> {
+        let header = self.buf.get(..2)?;
+        let len = usize::from(u16::from_be_bytes([header[0], header[1]]));
+        (self.buf.len() >= 2 + len).then_some(len)
     }
 
     /// Bytes held that do not yet form a frame (a stream that ends with any is cut short).

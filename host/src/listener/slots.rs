@@ -120,25 +120,11 @@ impl Slots {
     /// longest first; none with unread bytes.
     fn idlest(&self, open: &HashMap<u64, Arc<Slot>>, now: Instant) -> Option<u64> {
         let now = self.millis(now);
-        let fresh_min_idle = EVICT_MIN_IDLE.as_millis() as u64;
         let mut candidates: Vec<_> = open
             .iter()
-            .filter(|(_, s)| s.busy.load(Ordering::Acquire) == 0)
             .filter_map(|(id, s)| {
-                let idle = now.saturating_sub(s.last_active.load(Ordering::Acquire));
-                let rank = if s.served.load(Ordering::Acquire) {
-                    0
-                } else if s.partial.load(Ordering::Acquire) {
-                    2
-                } else {
-                    1
-                };
-                let min_idle = if rank == 0 {
-                    self.served_min_idle
-                } else {
-                    fresh_min_idle
-                };
-                (idle >= min_idle).then_some(((rank, idle), *id, s.fd))
+                let idle = self.closable_after(s, now)?;
+                (idle == 0).then_some(((s.rank(), s.idle(now)), *id, s.fd))
             })
             .collect();
         candidates.sort_unstable_by_key(|(key, _, _)| std::cmp::Reverse(*key));
@@ -153,20 +139,24 @@ impl Slots {
     pub(crate) fn closable_in(&self, now: Instant) -> Option<Duration> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.millis(now);
-        let fresh_min_idle = EVICT_MIN_IDLE.as_millis() as u64;
         open.values()
-            .filter(|s| s.busy.load(Ordering::Acquire) == 0)
-            .map(|s| {
-                let idle = now.saturating_sub(s.last_active.load(Ordering::Acquire));
-                let min_idle = if s.served.load(Ordering::Acquire) {
-                    self.served_min_idle
-                } else {
-                    fresh_min_idle
-                };
-                min_idle.saturating_sub(idle)
-            })
+            .filter_map(|s| self.closable_after(s, now))
             .min()
             .map(Duration::from_millis)
+    }
+
+    /// Milliseconds until `slot` may be closed for room (0: now); `None` while it is
+    /// answering a query.
+    fn closable_after(&self, slot: &Slot, now: u64) -> Option<u64> {
+        if slot.busy.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        let min_idle = if slot.served.load(Ordering::Acquire) {
+            self.served_min_idle
+        } else {
+            EVICT_MIN_IDLE.as_millis() as u64
+        };
+        Some(min_idle.saturating_sub(slot.idle(now)))
     }
 
     /// Milliseconds from the epoch.
@@ -191,6 +181,23 @@ fn unread_bytes(fd: RawFd) -> bool {
 }
 
 impl Slot {
+    /// Milliseconds since the connect or the last complete query.
+    fn idle(&self, now: u64) -> u64 {
+        now.saturating_sub(self.last_active.load(Ordering::Acquire))
+    }
+
+    /// Which connections go first for room: stalled mid-frame (2), then never served (1),
+    /// then served (0).
+    fn rank(&self) -> u8 {
+        if self.served.load(Ordering::Acquire) {
+            0
+        } else if self.partial.load(Ordering::Acquire) {
+            2
+        } else {
+            1
+        }
+    }
+
     /// A complete query arrived at `millis`.
     pub(crate) fn touch(&self, millis: u64) {
         self.last_active.store(millis, Ordering::Release);

@@ -48,10 +48,7 @@ impl Disk {
     }
 
     fn blob_path(&self, digest: &str) -> Result<PathBuf, OciError> {
-        let d = check_digest(digest).map_err(|reason| OciError::Layout {
-            reference: digest.to_string(),
-            reason,
-        })?;
+        let d = check_digest(digest).map_err(|reason| OciError::layout(digest, reason))?;
         let hex = &d["sha256:".len()..];
         Ok(self.root.join("blobs").join("sha256").join(hex))
     }
@@ -100,12 +97,7 @@ impl Disk {
     }
 
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), OciError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| self.io(dir, e))?;
-        }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes).map_err(|e| self.io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| self.io(path, e))
+        crate::fsutil::write_atomic(path, bytes).map_err(|e| self.io(path, e))
     }
 
     /// The last good digest of a tag reference.

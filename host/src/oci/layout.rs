@@ -27,7 +27,7 @@ pub const ANNOTATION_SOURCE: &str = "org.opencontainers.image.source";
 pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
 pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
 /// The world every policy implements today.
-pub const WORLD: &str = "zonegate:policy/policy@0.1.0";
+pub use crate::policy::WORLD;
 
 /// `sha256:<hex>` of some bytes.
 pub fn sha256(bytes: &[u8]) -> String {
@@ -271,6 +271,14 @@ fn rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_is_prefixed_hex() {
+        assert_eq!(
+            sha256(b"abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     fn bundle(names: &[&str], settings: bool) -> Bundle {
         Bundle {

@@ -108,10 +108,7 @@ impl OciStore {
         let not_cached = || OciError::NotCached {
             reference: r.to_string(),
         };
-        let layout = |reason: String| OciError::Layout {
-            reference: r.to_string(),
-            reason,
-        };
+        let layout = |reason: String| OciError::layout(r, reason);
         let (digest, candidate) = self.current(r).ok_or_else(not_cached)?;
         let manifest = self.disk.read_blob(&digest)?.ok_or_else(not_cached)?;
         let art = Artifact::parse(&manifest).map_err(layout)?;
@@ -202,10 +199,7 @@ impl OciStore {
         manifest: &[u8],
         digest: &str,
     ) -> Result<(), OciError> {
-        let art = Artifact::parse(manifest).map_err(|reason| OciError::Layout {
-            reference: r.to_string(),
-            reason,
-        })?;
+        let art = Artifact::parse(manifest).map_err(|reason| OciError::layout(r, reason))?;
         for desc in art.descriptors() {
             if !self.disk.has_blob(&desc.digest) {
                 let bytes = registry.blob(r, desc).await?;

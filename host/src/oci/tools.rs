@@ -45,10 +45,7 @@ pub async fn push(
     bundle: &Bundle,
     opts: &ClientOptions,
 ) -> Result<String, OciError> {
-    let built = bundle.build().map_err(|e| OciError::Layout {
-        reference: r.to_string(),
-        reason: e.to_string(),
-    })?;
+    let built = bundle.build().map_err(|e| OciError::layout(r, e))?;
     opts.registry(r)?.push(r, &built).await?;
     Ok(built.digest)
 }
@@ -59,10 +56,7 @@ pub async fn inspect(
     opts: &ClientOptions,
 ) -> Result<(Vec<u8>, String, Artifact), OciError> {
     let (manifest, digest) = opts.registry(r)?.manifest(r).await?;
-    let artifact = Artifact::parse(&manifest).map_err(|reason| OciError::Layout {
-        reference: r.to_string(),
-        reason,
-    })?;
+    let artifact = Artifact::parse(&manifest).map_err(|reason| OciError::layout(r, reason))?;
     Ok((manifest, digest, artifact))
 }
 
@@ -70,10 +64,7 @@ pub async fn inspect(
 pub async fn pull(r: &OciReference, opts: &ClientOptions) -> Result<Pulled, OciError> {
     let registry = opts.registry(r)?;
     let (manifest, digest) = registry.manifest(r).await?;
-    let artifact = Artifact::parse(&manifest).map_err(|reason| OciError::Layout {
-        reference: r.to_string(),
-        reason,
-    })?;
+    let artifact = Artifact::parse(&manifest).map_err(|reason| OciError::layout(r, reason))?;
     let mut policies = Vec::new();
     for (i, (name, desc)) in artifact.policies.iter().enumerate() {
         let name = name.clone().unwrap_or_else(|| format!("policy{i}"));

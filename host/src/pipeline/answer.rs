@@ -64,7 +64,7 @@ fn encode(out: &mut Vec<u8>, r: &Record) -> Option<()> {
     Some(())
 }
 
-fn push_name(out: &mut Vec<u8>, name: &str) -> Option<()> {
+pub(super) fn push_name(out: &mut Vec<u8>, name: &str) -> Option<()> {
     let start = out.len();
     for label in name.split('.').filter(|l| !l.is_empty()) {
         if label.len() > 63 {

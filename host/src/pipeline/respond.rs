@@ -35,13 +35,6 @@ impl Outcome {
     }
 }
 
-fn proto(t: Transport) -> &'static str {
-    match t {
-        Transport::Udp => "udp",
-        Transport::Tcp => "tcp",
-    }
-}
-
 impl Snapshot {
     /// Counts a request that matched a zone.
     pub(super) fn count_request(&self, stats: &ZoneStats, req: &Request) {
@@ -87,12 +80,7 @@ impl Snapshot {
     }
 
     /// Counts a reply to a query that matched no zone (ingress errors, ACL, no zone).
-    pub(super) fn rejected(
-        &self,
-        listener: &ListenerInfo,
-        reply: Vec<u8>,
-        _started: Instant,
-    ) -> Vec<u8> {
+    pub(super) fn rejected(&self, listener: &ListenerInfo, reply: Vec<u8>) -> Vec<u8> {
         let code = full_rcode(&reply);
         self.metrics
             .responses
@@ -114,13 +102,8 @@ fn full_rcode(reply: &[u8]) -> u8 {
     let Ok(h) = Header::new(reply) else {
         return 2;
     };
-    let extended = wire::find_opt(reply)
-        .ok()
-        .flatten()
-        .and_then(|o| wire::read_record(reply, o.range.0).ok())
-        .and_then(|rr| reply.get(rr.ttl_at).copied())
-        .unwrap_or(0);
-    u8::try_from((u16::from(extended) << 4) | u16::from(h.rcode())).unwrap_or(u8::MAX)
+    let opt = wire::find_opt(reply).ok().flatten();
+    wire::full_rcode(reply, h.rcode(), opt.as_ref())
 }
 
 /// One line in CoreDNS's log-plugin format:
@@ -141,7 +124,7 @@ fn log_query(
         req.id,
         qtype_name(req.question.qtype),
         name,
-        proto(req.transport),
+        stats::proto(req.transport),
         req.size,
         req.do_bit(),
         req.edns.map_or(512, |e| e.udp_size),

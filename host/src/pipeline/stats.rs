@@ -24,6 +24,11 @@ pub(super) const PLUGINS: [&str; 4] = ["cache", "forward", "policy", ""];
 const PROTOS: [&str; 2] = ["udp", "tcp"];
 const FAMILIES: [&str; 2] = ["1", "2"];
 
+/// The `proto` label of a transport.
+pub(super) fn proto(t: Transport) -> &'static str {
+    PROTOS[proto_index(t)]
+}
+
 fn proto_index(t: Transport) -> usize {
     match t {
         Transport::Udp => 0,
@@ -183,10 +188,7 @@ impl ZoneStats {
 
     /// `coredns_cache_hits_total`.
     pub(super) fn cache_hit(&self, kind: EntryKind) {
-        let i = match kind.label() {
-            "success" => 0,
-            _ => 1,
-        };
+        let i = kind.slot();
         self.cache_hits[i]
             .get_or_init(|| {
                 let labels = CacheTypeLabels {

@@ -18,7 +18,7 @@ use zonegate::policy::types::{
 };
 
 /// The world's name, as `zonegate policy check` reports it.
-pub(crate) const WORLD: &str = "zonegate:policy/policy@0.1.0";
+pub const WORLD: &str = "zonegate:policy/policy@0.1.0";
 /// The import interface the host provides.
 pub(crate) const HOST_IMPORT: &str = "zonegate:policy/host@0.1.0";
 

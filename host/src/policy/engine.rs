@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::Thread;
 use std::time::Duration;
 
-use sha2::{Digest as _, Sha256};
+use crate::oci::layout::sha256;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
@@ -136,7 +136,7 @@ impl PolicyEngine {
 
     /// Compiles (or loads from the disk cache) and links `bytes`; `policy` names errors.
     pub(crate) fn compile(&self, policy: &str, bytes: &[u8]) -> Result<Compiled, PolicyError> {
-        let digest = digest(bytes);
+        let digest = sha256(bytes);
         let component = self.component(policy, bytes, &digest)?;
         self.link(policy, &component, digest.into())
     }
@@ -191,17 +191,6 @@ impl PolicyEngine {
             imports,
         })
     }
-}
-
-/// `sha256:<hex>` of the bytes: the identity of a policy module.
-pub fn digest(bytes: &[u8]) -> String {
-    let sum = Sha256::digest(bytes);
-    let mut s = String::with_capacity(7 + 64);
-    s.push_str("sha256:");
-    for b in sum {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
 }
 
 fn compat_hash(engine: &Engine) -> String {
@@ -293,12 +282,7 @@ fn load_cached(engine: &Engine, path: &Path) -> Option<Component> {
 fn store_cached(c: &Component, path: &Path) {
     let write = || -> std::io::Result<()> {
         let bytes = c.serialize().map_err(std::io::Error::other)?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, path)
+        crate::fsutil::write_atomic(path, &bytes)
     };
     if let Err(e) = write() {
         tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled policy");
@@ -308,14 +292,6 @@ fn store_cached(c: &Component, path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn digest_is_sha256_hex() {
-        assert_eq!(
-            digest(b"abc"),
-            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
 
     #[test]
     fn ticks_cover_the_deadline() {
