@@ -1,7 +1,5 @@
-//! AKS LocalDNS compatibility, in process: the reference `localdnsconfig.json` loaded
+//! AKS LocalDNS compatibility, in process: a `localdnsconfig.json` in the AKS schema loaded
 //! unchanged, served on its two views, each zone forwarding where AKS would.
-
-mod support;
 
 use std::net::Ipv4Addr;
 

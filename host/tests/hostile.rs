@@ -229,12 +229,7 @@ fn totals(rounds: usize) -> (HashMap<&'static str, f64>, HashMap<&'static str, f
 
 /// Resident set size of this process (client and server both live here), KiB.
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+    zonegate_testkit::proc_status_kib(std::process::id(), "VmRSS").expect("VmRSS")
 }
 
 fn upstream() -> AuthServer {

@@ -12,30 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::registry::{Registry, free_port};
+use support::registry::Registry;
 use support::{base, metric_sum, start_file};
 use zonegate::app::Running;
 use zonegate::oci::layout::{ANNOTATION_POLICY, ANNOTATION_WORLD, WORLD, sha256};
 use zonegate::oci::{Bundle, ClientOptions, OciError, OciReference};
 use zonegate_testkit::proto::op::ResponseCode;
 use zonegate_testkit::proto::rr::RecordType;
-use zonegate_testkit::{AuthServer, Client};
-
-fn wasm_dir() -> Option<PathBuf> {
-    std::env::var_os("ZONEGATE_WASM_DIR").map(PathBuf::from)
-}
-
-fn wasm(dir: &Path, file: &str) -> Vec<u8> {
-    let path = dir.join(file);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// A copy with another digest: a custom section appended.
-fn variant(bytes: &[u8], tag: u8) -> Vec<u8> {
-    let mut v = bytes.to_vec();
-    v.extend_from_slice(&[0, 3, 2, b'z', tag]);
-    v
-}
+use zonegate_testkit::{AuthServer, Client, read_file, wasm_dir, wasm_variant};
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("zonegate-oci-{}-{name}", std::process::id()));
@@ -56,7 +40,10 @@ fn opts() -> ClientOptions {
 fn blocklist(dir: &Path, tag: u8, blocked: &str) -> Bundle {
     let settings = serde_json::json!({ "domains": [blocked], "action": "nxdomain" });
     Bundle {
-        policies: vec![("p".into(), variant(&wasm(dir, "blocklist.wasm"), tag))],
+        policies: vec![(
+            "p".into(),
+            wasm_variant(&read_file(dir, "blocklist.wasm"), tag),
+        )],
         settings: Some(serde_json::Map::from_iter([("p".to_string(), settings)])),
         version: Some(format!("0.{tag}.0")),
         source: Some("https://example.com/zonegate/policies".into()),
@@ -175,12 +162,15 @@ fn cli_push_pull_inspect_and_skopeo_reads_it() {
         .arg(&out));
     eprintln!("push {push_time:?}, pull {:?}", started.elapsed());
     assert_eq!(pulled.trim(), digest);
-    assert_eq!(wasm(&out, "blocklist.wasm"), wasm(&dir, "blocklist.wasm"));
     assert_eq!(
-        wasm(&out, "settings.json"),
+        read_file(&out, "blocklist.wasm"),
+        read_file(&dir, "blocklist.wasm")
+    );
+    assert_eq!(
+        read_file(&out, "settings.json"),
         br#"{"blocklist":{"domains":["bad.test"]}}"#
     );
-    assert_eq!(sha256(&wasm(&out, "manifest.json")), digest);
+    assert_eq!(sha256(&read_file(&out, "manifest.json")), digest);
     let shown = run(Command::new(bin()).args(["policy", "inspect", "--insecure", &reference]));
     assert!(shown.contains(&format!("world:      {WORLD}")), "{shown}");
     assert!(
@@ -432,8 +422,8 @@ async fn a_bundle_carries_two_policies_and_their_settings() {
     let block = serde_json::json!({ "domains": ["bad.test"], "action": "nxdomain" });
     let bundle = Bundle {
         policies: vec![
-            ("allow".into(), wasm(&dir, "fqdn_allowlist.wasm")),
-            ("block".into(), wasm(&dir, "blocklist.wasm")),
+            ("allow".into(), read_file(&dir, "fqdn_allowlist.wasm")),
+            ("block".into(), read_file(&dir, "blocklist.wasm")),
         ],
         settings: Some(serde_json::Map::from_iter([
             ("allow".to_string(), allow),
@@ -486,7 +476,7 @@ async fn a_bundle_carries_two_policies_and_their_settings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_registry_without_cache_applies_on_error_and_recovers() {
     let Some(dir) = wasm_dir() else { return };
-    let port = free_port();
+    let port = zonegate_testkit::free_port().expect("free port");
     let host = format!("127.0.0.1:{port}");
     let up = upstream();
     let tmp = temp_dir("unreachable");

@@ -14,15 +14,7 @@ use zonegate::policy::{
     DenyKind, EngineOptions, Policies, PolicyEngine, PolicyError, PolicyQuery, RData, Transport,
     Verdict, check_component, instances_on_this_thread, test_decide,
 };
-
-fn wasm_dir() -> Option<PathBuf> {
-    std::env::var_os("ZONEGATE_WASM_DIR").map(PathBuf::from)
-}
-
-fn wasm(dir: &Path, file: &str) -> Vec<u8> {
-    let path = dir.join(file);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use zonegate_testkit::{read_file, wasm_dir, wasm_variant};
 
 fn engine() -> &'static PolicyEngine {
     static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
@@ -247,7 +239,7 @@ fn init_rejection_and_wrong_world_fail_the_load() {
 #[test]
 fn check_and_test_decide_for_the_cli() {
     let Some(dir) = wasm_dir() else { return };
-    let info = check_component(engine(), &wasm(&dir, "guest_probe.wasm")).expect("probe");
+    let info = check_component(engine(), &read_file(&dir, "guest_probe.wasm")).expect("probe");
     assert_eq!(info.world, "zonegate:policy/policy@0.1.0");
     assert!(info.digest.starts_with("sha256:"));
     assert!(
@@ -257,12 +249,13 @@ fn check_and_test_decide_for_the_cli() {
         "{:?}",
         info.imports
     );
-    let err = check_component(engine(), &wasm(&dir, "guest_wrong_world.wasm")).expect_err("wrong");
+    let err =
+        check_component(engine(), &read_file(&dir, "guest_wrong_world.wasm")).expect_err("wrong");
     assert!(matches!(err, PolicyError::WrongWorld { .. }), "{err}");
     let err = check_component(engine(), b"\0asm not really").expect_err("garbage");
     assert!(matches!(err, PolicyError::Compile { .. }), "{err}");
 
-    let bytes = wasm(&dir, "guest_probe.wasm");
+    let bytes = read_file(&dir, "guest_probe.wasm");
     let v = test_decide(
         engine(),
         &bytes,
@@ -446,13 +439,6 @@ fn cache_hint_memoizes_per_query() {
     assert_eq!(got, ["1", "2"]);
 }
 
-/// A copy of `bytes` with a different digest: a custom section appended.
-fn variant(bytes: &[u8], tag: u8) -> Vec<u8> {
-    let mut v = bytes.to_vec();
-    v.extend_from_slice(&[0, 3, 2, b'z', tag]);
-    v
-}
-
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("zonegate-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -465,8 +451,8 @@ fn swap_keeps_the_old_version_serving_until_the_new_one_is_built() {
     let Some(dir) = wasm_dir() else { return };
     let tmp = temp_dir("swap");
     let file = tmp.join("p.wasm");
-    let bytes = wasm(&dir, "guest_probe.wasm");
-    std::fs::write(&file, variant(&bytes, 1)).expect("write");
+    let bytes = read_file(&dir, "guest_probe.wasm");
+    std::fs::write(&file, wasm_variant(&bytes, 1)).expect("write");
     let m = Metrics::new();
     let specs = |settings: &str| {
         BTreeMap::from([("p".to_string(), spec("p", &file, settings, OnError::Deny))])
@@ -486,7 +472,7 @@ fn swap_keeps_the_old_version_serving_until_the_new_one_is_built() {
     assert!(Policies::build(engine(), &specs(nx), Some(&v1), &m).is_err());
     assert_eq!(old.decide(&query("a.")), Verdict::Deny(DenyKind::NxDomain));
 
-    std::fs::write(&file, variant(&bytes, 2)).expect("write");
+    std::fs::write(&file, wasm_variant(&bytes, 2)).expect("write");
     let v2 = Policies::build(
         engine(),
         &specs(r#"{"mode":"deny","kind":"nodata"}"#),
@@ -525,7 +511,7 @@ fn compiled_artifacts_are_cached_on_disk() {
         cache_dir: Some(cache.clone()),
         ..EngineOptions::default()
     };
-    let bytes = variant(&wasm(&dir, "guest_probe.wasm"), 3);
+    let bytes = wasm_variant(&read_file(&dir, "guest_probe.wasm"), 3);
     let first = PolicyEngine::new(opts.clone()).expect("engine");
     check_component(&first, &bytes).expect("compile");
     let files: Vec<_> = std::fs::read_dir(&cache).expect("dir").flatten().collect();

@@ -8,17 +8,10 @@ use std::time::{Duration, Instant};
 
 use zonegate_testkit::proto::op::ResponseCode;
 use zonegate_testkit::proto::rr::RecordType;
-use zonegate_testkit::{AuthServer, Client, Signal, Zonegate};
+use zonegate_testkit::{AuthServer, Client, Signal, Zonegate, read_file, wasm_dir, wasm_variant};
 
 fn wasm(file: &str) -> Option<Vec<u8>> {
-    let Some(dir) = std::env::var_os("ZONEGATE_WASM_DIR").map(PathBuf::from) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set ZONEGATE_WASM_DIR"
-        );
-        return None;
-    };
-    Some(std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}")))
+    Some(read_file(&wasm_dir()?, file))
 }
 
 fn upstream() -> AuthServer {
@@ -214,18 +207,6 @@ settings = { domains = ["denied.test"], action = "sinkhole", sinkhole_ipv4 = "0.
     assert_eq!(r.ipv4(), vec![Ipv4Addr::new(192, 0, 2, 1)]);
 }
 
-/// Appends a custom section: the same policy with another digest (a real recompile and swap).
-fn variant(bytes: &[u8], n: u8) -> Vec<u8> {
-    let name = b"zonegate-test-variant";
-    let mut out = bytes.to_vec();
-    out.push(0); // custom section id
-    out.push((1 + name.len() + 1) as u8);
-    out.push(name.len() as u8);
-    out.extend_from_slice(name);
-    out.push(n);
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_the_policy_file_under_load_fails_no_query() {
     let Some(policy) = wasm("fqdn_allowlist.wasm") else {
@@ -266,7 +247,7 @@ async fn swapping_the_policy_file_under_load_fails_no_query() {
     for n in 0..3u8 {
         // Atomic replace, as a ConfigMap's ..data swap is: write aside, rename over.
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, variant(&policy, n)).unwrap();
+        std::fs::write(&tmp, wasm_variant(&policy, n)).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         zg.send_signal(Signal::Hup).unwrap();
         let want = (n + 1) as f64;

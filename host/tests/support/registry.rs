@@ -2,7 +2,6 @@
 //! registry) on a loopback port with its own temporary storage, stopped on drop.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -17,16 +16,10 @@ pub struct Registry {
     pub dir: PathBuf,
 }
 
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 impl Registry {
     /// Starts a registry on a free port with fresh storage.
     pub fn start(name: &str) -> Registry {
-        Registry::start_on(name, free_port())
+        Registry::start_on(name, zonegate_testkit::free_port().expect("free port"))
     }
 
     /// Starts on `port` (e.g. one a zonegate already failed to reach).

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use zonegate_testkit::proto::rr::RecordType;
-use zonegate_testkit::{Client, Load, Signal, Zonegate};
+use zonegate_testkit::{Client, Load, Signal, Zonegate, wasm_variant};
 
 use crate::support::{self, Cfg, Figures};
 
@@ -27,18 +27,6 @@ fn blocklist_cfg(base: &Cfg, blocked: &str) -> String {
         "[policies.block]\nsource = \"file:{{dir}}/block.wasm\"\n{POLICY_TIMEOUT}\nsettings = {{ domains = [\"{blocked}\"], cache_for = 0 }}\n"
     );
     cfg.toml()
-}
-
-/// A component with a custom section appended: the same policy, a different digest.
-fn variant(wasm: &[u8], tag: u8) -> Vec<u8> {
-    let name = b"zonegate-test-variant";
-    let mut out = wasm.to_vec();
-    out.push(0); // custom section id
-    out.push((1 + name.len() + 1) as u8); // section size (< 128: one LEB128 byte)
-    out.push(name.len() as u8);
-    out.extend_from_slice(name);
-    out.push(tag);
-    out
 }
 
 /// Replaces a file atomically, as a ConfigMap update does.
@@ -97,7 +85,7 @@ async fn rcode(zg: &Zonegate, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_and_policy_swaps_under_load_fail_no_query() {
-    let Some(wasm_dir) = support::wasm_dir() else {
+    let Some(wasm_dir) = zonegate_testkit::wasm_dir() else {
         return;
     };
     let blocklist = std::fs::read(wasm_dir.join("blocklist.wasm")).expect("blocklist.wasm");
@@ -135,7 +123,7 @@ async fn reloads_and_policy_swaps_under_load_fail_no_query() {
         assert_eq!(rcode(&zg, allowed).await, "NoError", "round {round}");
         config_reloads += 1;
         // A policy swap: new bytes (another digest) for the same policy.
-        replace(&wasm, &variant(&blocklist, (round % 2) as u8));
+        replace(&wasm, &wasm_variant(&blocklist, (round % 2) as u8));
         hup_and_wait(&zg, "success", reloads(&zg, "success")).await;
         assert_eq!(rcode(&zg, blocked).await, "NXDomain", "round {round}");
         swaps += 1;
@@ -187,7 +175,7 @@ async fn broken_config_and_policy_are_rejected(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_of_death_leaves_other_names_unaffected() {
-    let Some(wasm_dir) = support::wasm_dir() else {
+    let Some(wasm_dir) = zonegate_testkit::wasm_dir() else {
         return;
     };
     let trap = std::fs::read(wasm_dir.join("guest_trap.wasm")).expect("guest_trap.wasm");

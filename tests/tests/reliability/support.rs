@@ -151,22 +151,6 @@ pub(crate) fn metric(zg: &Zonegate, name: &str, labels: &[(&str, &str)]) -> f64 
     zg.metrics().map(|m| m.sum(name, labels)).unwrap_or(0.0)
 }
 
-/// The directory of the built policies, if any.
-pub(crate) fn wasm_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("ZONEGATE_WASM_DIR").map(PathBuf::from);
-    match dir {
-        Some(d) if d.is_dir() => Some(d),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must set ZONEGATE_WASM_DIR (scripts/build-policies.sh)"
-            );
-            eprintln!("skipped: ZONEGATE_WASM_DIR not set (scripts/build-policies.sh)");
-            None
-        }
-    }
-}
-
 /// The figures of one scenario, as RELIABILITY.md reports them.
 pub(crate) struct Figures<'a> {
     pub(crate) scenario: &'a str,
