@@ -64,7 +64,8 @@ ZONEGATE_METRICS = {
     "zonegate_policy_duration_seconds", "zonegate_policy_info", "zonegate_reload_total",
     "zonegate_oci_pulls_total",
 }
-# Also exported (REFERENCE.md, issue 5) and allowed in the dashboard, not required there.
+# Also exported (the CoreDNS metrics node-local-dns users know) and allowed in the dashboard,
+# not required there.
 OTHER_METRICS = {
     "coredns_dns_request_size_bytes", "coredns_dns_response_size_bytes",
     "coredns_dns_do_requests_total", "coredns_cache_requests_total",

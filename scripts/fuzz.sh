@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the host crate (issue 6, "Hostile input"): builds every libFuzzer target in
-# host/fuzz with the nightly toolchain and runs each for SECONDS_PER_TARGET (default 30, the
-# CI budget; run longer locally, e.g. `scripts/fuzz.sh 600`). Fails on any crash, panic,
+# host/fuzz with the nightly toolchain and runs each for SECONDS_PER_TARGET (default 30; CI
+# runs 20 from scripts/test.sh; run longer locally, e.g. `scripts/fuzz.sh 600`). Fails on any crash, panic,
 # timeout or out-of-memory; prints executions per target.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]

@@ -25,10 +25,7 @@ if [ ${#need[@]} -gt 0 ]; then
   rm -f /usr/sbin/policy-rc.d
 fi
 
-step "rust targets"
-rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-
-step "policies → WebAssembly"
+step "policies → WebAssembly (adds the wasm32-wasip2 target if missing)"
 export ZONEGATE_WASM_DIR="$root/target/wasm"
 bash scripts/build-policies.sh "$ZONEGATE_WASM_DIR"
 ls -l "$ZONEGATE_WASM_DIR"
@@ -48,19 +45,23 @@ if command -v cargo-nextest >/dev/null 2>&1; then
   step "reliability scenarios (one at a time)"
   cargo nextest run -p zonegate-testkit --test reliability --no-fail-fast -j 1
 else
-  cargo test --workspace --no-fail-fast -- --skip reliability
+  cargo test --workspace --exclude zonegate-testkit --no-fail-fast
+  cargo test -p zonegate-testkit --lib --bins --test binary --test node_local --test policies \
+    --no-fail-fast
   step "reliability scenarios (one at a time)"
   cargo test -p zonegate-testkit --test reliability --no-fail-fast -- --test-threads 1
 fi
 
-step "guest SDK and policies (native tests)"
+step "guest SDK, policies and test guests (native tests)"
 cargo test --manifest-path guest-sdk/Cargo.toml
 cargo test --manifest-path policies/Cargo.toml
+cargo test --manifest-path tests/guests/Cargo.toml --workspace
 
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --manifest-path guest-sdk/Cargo.toml --all-targets -- -D warnings
 cargo clippy --manifest-path policies/Cargo.toml --all-targets -- -D warnings
+cargo clippy --manifest-path tests/guests/Cargo.toml --workspace --all-targets -- -D warnings
 
 step "fuzzing (bounded: 20 s a target; longer locally with scripts/fuzz.sh 600)"
 bash scripts/fuzz.sh 20
