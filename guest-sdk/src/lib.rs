@@ -2,7 +2,7 @@
 //!
 //! A policy is a type implementing [`Policy`]: `init` parses its JSON settings once per load,
 //! `decide` answers each [`Query`] with a [`Decision`]. [`export!`] turns it into the
-//! `zonegate:policy@0.1.0` component when built for `wasm32-wasip2`; natively it stays a plain
+//! `zonegate:policy@0.2.0` component when built for `wasm32-wasip2`; natively it stays a plain
 //! type that `cargo test` exercises with [`testing`].
 //!
 //! Matchers follow Cilium 1.19's `toFQDNs` rules: [`Selector`] (`matchName`, `matchPattern`,
@@ -141,13 +141,36 @@ pub trait Policy: Sized + 'static {
     /// assert_eq!(NoAny.decide(&query), Decision::deny(DenyKind::NoData));
     /// ```
     fn decide(&self, query: &Query) -> Decision;
+
+    /// The upstream groups [`Decision::route`] may name. The host checks at load time that
+    /// each exists in its configuration and refuses the policy otherwise; a route to a group
+    /// not listed here is answered SERVFAIL. Called once, after `init`. Default: none.
+    ///
+    /// ```
+    /// # use zonegate_policy::{testing, Decision, Policy, Query};
+    /// struct CorpToOnPrem;
+    /// impl Policy for CorpToOnPrem {
+    ///     type Error = std::convert::Infallible;
+    ///     fn init(_: &str) -> Result<Self, Self::Error> { Ok(CorpToOnPrem) }
+    ///     fn decide(&self, query: &Query) -> Decision {
+    ///         if query.name.ends_with(".corp.example.") { Decision::route("onprem") } else { Decision::allow() }
+    ///     }
+    ///     fn routes(&self) -> Vec<String> { vec!["onprem".into()] }
+    /// }
+    /// assert_eq!(CorpToOnPrem.routes(), ["onprem"]);
+    /// ```
+    fn routes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
-/// Export a [`Policy`] as the component's `init` and `decide`.
+/// Export a [`Policy`] as the component's `init`, `decide` and `answer` (world
+/// `zonegate:policy/policy@0.2.0`).
 ///
 /// Use it once, at the root of a `cdylib` crate. For `wasm32` it generates the component
-/// exports: `init` builds and keeps the instance (an error rejects the load), `decide` asks it;
-/// a `decide` before a successful `init` is answered REFUSED and logged. Natively it only checks
+/// exports: `init` builds and keeps the instance (an error rejects the load) and declares its
+/// [`Policy::routes`], `decide` asks it, `answer` hands over an answer decision's records; a
+/// `decide` before a successful `init` is answered REFUSED and logged. Natively it only checks
 /// that the type is a `Policy`, so the crate still builds and tests as plain Rust.
 ///
 /// ```
@@ -172,12 +195,17 @@ macro_rules! export {
             impl $crate::__private::Guest for ZonegatePolicyExports {
                 fn init(
                     settings: $crate::__private::String,
-                ) -> ::core::result::Result<(), $crate::__private::String> {
+                ) -> ::core::result::Result<$crate::__private::WitSetup, $crate::__private::String>
+                {
                     $crate::__private::init::<$policy>(settings)
                 }
 
                 fn decide(query: $crate::__private::WitQuery) -> $crate::__private::WitDecision {
                     $crate::__private::decide(query)
+                }
+
+                fn answer() -> $crate::__private::Vec<$crate::__private::WitAnswerRecord> {
+                    $crate::__private::answer()
                 }
             }
 

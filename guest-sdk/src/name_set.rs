@@ -3,11 +3,12 @@
 //! per label boundary of the query name.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 use foldhash::fast::FixedState;
 
 use crate::name;
-use crate::selector::{Head, Rule, Selector, strip_tail};
+use crate::selector::{Head, Rule, Selector};
 
 /// A fixed seed: std's random one would import WASI randomness into every policy, and the keys
 /// come from settings, not from clients.
@@ -22,6 +23,10 @@ struct Index {
     tails: HashMap<Box<str>, Vec<(Head, u32)>, FixedState>,
     /// The first lone `*`.
     all: Option<u32>,
+    /// Lengths of the exact names and of the tails: a name or suffix of any other length
+    /// cannot be in the map, so it is not hashed (most lookups then hash once or never).
+    exact_lens: Lengths,
+    tail_lens: Lengths,
 }
 
 impl Default for Index {
@@ -30,7 +35,29 @@ impl Default for Index {
             exact: HashMap::with_hasher(FixedState::with_seed(HASH_SEED)),
             tails: HashMap::with_hasher(FixedState::with_seed(HASH_SEED)),
             all: None,
+            exact_lens: Lengths::default(),
+            tail_lens: Lengths::default(),
         }
+    }
+}
+
+/// A set of string lengths in bytes. Names are at most 255 bytes (256 with the added trailing
+/// dot); anything longer is reported present, so the map decides.
+#[derive(Debug, Clone, Default)]
+struct Lengths([u64; 5]);
+
+impl Lengths {
+    fn insert(&mut self, len: usize) {
+        if let Some(word) = self.0.get_mut(len / 64) {
+            *word |= 1 << (len % 64);
+        }
+    }
+
+    #[inline]
+    fn contains(&self, len: usize) -> bool {
+        self.0
+            .get(len / 64)
+            .is_none_or(|word| word & (1 << (len % 64)) != 0)
     }
 }
 
@@ -38,33 +65,88 @@ impl Index {
     fn insert(&mut self, selector: Selector, order: u32) {
         match selector.into_rule() {
             Rule::Exact(name) => {
+                self.exact_lens.insert(name.len());
                 self.exact.entry(name).or_insert(order);
             }
             Rule::All => {
                 self.all.get_or_insert(order);
             }
-            Rule::Tail { tail, head } => self.tails.entry(tail).or_default().push((head, order)),
+            Rule::Tail { tail, head } => {
+                self.tail_lens.insert(tail.len());
+                self.tails.entry(tail).or_default().push((head, order));
+            }
         }
     }
 
-    /// The insertion order of entries selecting canonical `name`: the smallest among the exact
-    /// names, the lone `*`, and each tail's entries, so the first match overall is among them.
-    fn matches<'a>(&'a self, name: &'a str) -> impl Iterator<Item = u32> + 'a {
-        let exact = self.exact.get(name).copied();
-        let all = self.all.filter(|_| name::is_plain_name(name));
-        let tails = (!self.tails.is_empty()).then(|| {
-            let suffixes = name::suffix_starts(name).map(|start| &name[start..]);
-            suffixes.chain(Some(".")).filter_map(|tail| {
-                let entries = self.tails.get(tail)?;
-                let prefix = strip_tail(name, tail)?;
-                let (_, order) = entries.iter().find(|(head, _)| head.matches(prefix))?;
-                Some(*order)
-            })
+    /// Calls `visit` with the insertion order of each entry selecting canonical `name` (the
+    /// exact name, the lone `*`, and per tail the first entry whose head matches), until it
+    /// breaks. The first match overall is the smallest order visited.
+    fn visit(&self, name: &str, mut visit: impl FnMut(u32) -> ControlFlow<()>) {
+        if self.exact_lens.contains(name.len())
+            && let Some(&order) = self.exact.get(name)
+            && visit(order).is_break()
+        {
+            return;
+        }
+        if let Some(order) = self.all
+            && name::is_plain_name(name)
+            && visit(order).is_break()
+        {
+            return;
+        }
+        if self.tails.is_empty() {
+            return;
+        }
+        // Each label-boundary suffix of the name, longest first, then the root.
+        let body = if name == "." { "" } else { name };
+        let mut start = 0;
+        while start < body.len() {
+            let tail = &body[start..];
+            // The length check first: most suffixes stop there, without the call.
+            if self.tail_lens.contains(tail.len())
+                && let Some(order) = self.tail_match(&body[..start], tail)
+                && visit(order).is_break()
+            {
+                return;
+            }
+            match body.as_bytes()[start..].iter().position(|&b| b == b'.') {
+                Some(dot) => start += dot + 1,
+                None => break,
+            }
+        }
+        if self.tail_lens.contains(1)
+            && let Some(order) = self.tail_match(body, ".")
+        {
+            let _ = visit(order);
+        }
+    }
+
+    /// The first entry under `tail` whose head accepts `prefix`, the labels before it (each
+    /// followed by its dot; empty when the name is the tail).
+    fn tail_match(&self, prefix: &str, tail: &str) -> Option<u32> {
+        let entries = self.tails.get(tail)?;
+        let (_, order) = entries.iter().find(|(head, _)| head.matches(prefix))?;
+        Some(*order)
+    }
+
+    /// Whether any entry selects canonical `name`.
+    fn any(&self, name: &str) -> bool {
+        let mut found = false;
+        self.visit(name, |_| {
+            found = true;
+            ControlFlow::Break(())
         });
-        exact
-            .into_iter()
-            .chain(all)
-            .chain(tails.into_iter().flatten())
+        found
+    }
+
+    /// The first entry (in insertion order) selecting canonical `name`.
+    fn first(&self, name: &str) -> Option<u32> {
+        let mut first: Option<u32> = None;
+        self.visit(name, |order| {
+            first = Some(first.map_or(order, |f| f.min(order)));
+            ControlFlow::Continue(())
+        });
+        first
     }
 }
 
@@ -134,8 +216,7 @@ impl NameSet {
     /// # Ok::<(), zonegate_policy::SelectorError>(())
     /// ```
     pub fn contains(&self, name: &str) -> bool {
-        let name = name::canonical(name);
-        self.index.matches(&name).next().is_some()
+        self.index.any(&name::canonical(name))
     }
 
     /// How many selectors were inserted.
@@ -247,8 +328,7 @@ impl<T> NameMap<T> {
     /// # Ok::<(), zonegate_policy::SelectorError>(())
     /// ```
     pub fn find(&self, name: &str) -> Option<&T> {
-        let name = name::canonical(name);
-        let first = self.index.matches(&name).min()?;
+        let first = self.index.first(&name::canonical(name))?;
         self.values.get(first as usize)
     }
 
@@ -288,6 +368,22 @@ impl<T> FromIterator<(Selector, T)> for NameMap<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lengths_hold_what_was_inserted_and_report_long_ones_present() {
+        let mut l = Lengths::default();
+        for len in [0, 1, 63, 64, 255, 256] {
+            assert!(!l.contains(len), "{len}");
+            l.insert(len);
+            assert!(l.contains(len), "{len}");
+        }
+        assert!(!l.contains(2) && !l.contains(65) && !l.contains(254));
+        l.insert(400);
+        assert!(
+            l.contains(320) && l.contains(10_000),
+            "beyond the bitmap: ask the map"
+        );
+    }
 
     /// Thousands of entries of every kind, several sharing tails: lookups find exactly the
     /// entries that match, and a map returns the earliest.

@@ -54,9 +54,14 @@ pub(crate) enum Head {
     Deeper(Box<[Glob]>),
 }
 
-/// One label of a pattern: literal parts, with `*` between each two.
+/// One label of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Glob(Box<[Box<str>]>);
+pub(crate) enum Glob {
+    /// A lone `*`: any label (the common `*.example.com`), checked without comparisons.
+    Star,
+    /// Literal parts, with `*` between each two.
+    Parts(Box<[Box<str>]>),
+}
 
 impl Selector {
     /// Cilium `matchName`: exactly `name`, case-insensitive, trailing dot implied.
@@ -223,6 +228,17 @@ impl Head {
             Head::Deeper(globs) => (globs, true),
         };
         let body = prefix.strip_suffix('.').unwrap_or("");
+        match (&**globs, deeper) {
+            // One label of any plain bytes (`*.example.com`): one pass, as '.' is not one.
+            ([Glob::Star], false) => {
+                return !body.is_empty() && body.bytes().all(name::is_label_byte);
+            }
+            // One label (`api-*.example.com`): no splitting.
+            ([glob], false) => {
+                return !body.is_empty() && !body.contains('.') && glob.matches(body);
+            }
+            _ => {}
+        }
         let mut labels = (!body.is_empty())
             .then(|| body.split('.'))
             .into_iter()
@@ -254,12 +270,18 @@ pub(crate) fn strip_tail<'a>(name: &'a str, tail: &str) -> Option<&'a str> {
 
 impl Glob {
     fn new(label: &str) -> Glob {
-        Glob(label.split('*').map(Box::from).collect())
+        match label {
+            "*" => Glob::Star,
+            _ => Glob::Parts(label.split('*').map(Box::from).collect()),
+        }
     }
 
     /// Whether one label of a canonical name matches; `*` takes only label bytes.
     pub(crate) fn matches(&self, label: &str) -> bool {
-        let parts = &self.0;
+        let parts = match self {
+            Glob::Star => return label.bytes().all(name::is_label_byte),
+            Glob::Parts(parts) => parts,
+        };
         let [first, middle @ .., last] = &parts[..] else {
             return parts.first().is_some_and(|literal| **literal == *label);
         };

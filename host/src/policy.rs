@@ -97,7 +97,9 @@ pub enum PolicyError {
     },
     #[error("policy {policy}: not a valid component: {reason}")]
     Compile { policy: String, reason: String },
-    #[error("policy {policy}: does not implement world zonegate:policy/policy@0.1.0: {reason}")]
+    #[error(
+        "policy {policy}: does not implement a zonegate:policy world (0.2.0 or 0.1.0): {reason}"
+    )]
     WrongWorld { policy: String, reason: String },
     #[error("policy {policy}: init rejected settings: {message}")]
     InitRejected { policy: String, message: String },
@@ -200,13 +202,17 @@ impl Policies {
         self.unavailable.insert(name.to_string(), on_error);
     }
 
-    /// Upstream groups a policy's settings say it may route to (`routes[].upstream`), so the
-    /// configuration can check they exist at load time.
+    /// Upstream groups a policy may route to, so the configuration can check they exist at
+    /// load time: those a 0.2.0 policy declared in `init`; for a 0.1.0 policy, those its
+    /// settings name (`routes[].upstream`), where it follows that convention.
     pub fn route_targets(&self, name: &str) -> Vec<String> {
-        self.by_name
-            .get(name)
-            .map(|p| route_targets(&p.limits.settings))
-            .unwrap_or_default()
+        let Some(p) = self.by_name.get(name) else {
+            return Vec::new();
+        };
+        match &p.declared_routes {
+            Some(routes) => routes.iter().map(|r| r.to_string()).collect(),
+            None => route_targets(&p.limits.settings),
+        }
     }
 
     /// The content digest a policy was loaded from.
@@ -270,8 +276,8 @@ fn load_one(
             c
         }
     };
-    let p = LoadedPolicy::new(engine, name, limits, c, metrics);
-    p.validate()?;
+    let mut p = LoadedPolicy::new(engine, name, limits, c, metrics);
+    p.declared_routes = p.validate()?;
     Ok(Arc::new(p))
 }
 

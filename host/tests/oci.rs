@@ -48,6 +48,7 @@ fn blocklist(dir: &Path, tag: u8, blocked: &str) -> Bundle {
         version: Some(format!("0.{tag}.0")),
         source: Some("https://example.com/zonegate/policies".into()),
         created: "2025-01-01T00:00:00Z".into(),
+        world: None,
     }
 }
 

@@ -185,6 +185,72 @@ fn chain_runs_in_order_and_first_non_allow_wins() {
     )));
 }
 
+/// World 0.2.0, through an SDK-built guest that echoes what it was asked: view and zone
+/// (sent only when they change) are right as they change, routes travel as indices into the
+/// groups `init` declared, and an answer's records come from the second export.
+#[test]
+fn world_0_2_0_carries_queries_routes_and_answers() {
+    let Some(dir) = wasm_dir() else { return };
+    let bytes = read_file(&dir, "guest_echo.wasm");
+    let info = check_component(engine(), &bytes).expect("echo");
+    assert_eq!(info.world, "zonegate:policy/policy@0.2.0");
+
+    let m = Metrics::new();
+    let echo = spec(
+        "echo",
+        &dir.join("guest_echo.wasm"),
+        r#"{"routes": ["corp", "onprem"]}"#,
+        OnError::Deny,
+    );
+    let p = build(vec![("echo".into(), echo)], &m).expect("load");
+    assert_eq!(p.route_targets("echo"), ["corp", "onprem"]);
+    let c = chain(&p, &["echo"]);
+    let seen = |q: &PolicyQuery<'_>| count(&c.decide(q));
+
+    let v6: std::net::IpAddr = "fd00:2::9".parse().expect("ip");
+    let cases = [
+        ("kube", ".", "10.1.2.3".parse().expect("ip"), Transport::Udp),
+        ("kube", ".", v6, Transport::Tcp),
+        ("vnet", ".", v6, Transport::Udp),
+        ("vnet", "echo.test.", v6, Transport::Udp),
+        (
+            "kube",
+            "echo.test.",
+            "10.1.2.3".parse().expect("ip"),
+            Transport::Udp,
+        ),
+        ("kube", ".", "10.1.2.3".parse().expect("ip"), Transport::Udp),
+    ];
+    for (view, zone, client, transport) in cases {
+        let q = PolicyQuery {
+            view,
+            zone,
+            client,
+            transport,
+            qtype: 28,
+            ..query("a.echo.test.")
+        };
+        let t = match transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        };
+        assert_eq!(
+            seen(&q),
+            format!("a.echo.test. 28 1 {client} {view} {zone} {t} -"),
+            "{view} {zone}"
+        );
+    }
+
+    let routed = c.decide(&query("x.onprem.route.test."));
+    assert_eq!(routed, Verdict::Route("onprem".into()));
+    // Not declared: a name that is no group, so the pipeline answers SERVFAIL.
+    let Verdict::Route(undeclared) = c.decide(&query("x.elsewhere.route.test.")) else {
+        panic!("not a route");
+    };
+    assert!(undeclared.starts_with("(route #"), "{undeclared}");
+    assert_eq!(c.decide(&query("www.example.com.")), Verdict::Allow);
+}
+
 #[test]
 fn init_rejection_and_wrong_world_fail_the_load() {
     let Some(dir) = wasm_dir() else { return };

@@ -180,6 +180,53 @@ settings = { routes = [ { upstream = "nowhere", match = [ { suffix = "corp.test"
     assert!(format!("{err:#}").contains("nowhere"), "{err:#}");
 }
 
+/// A 0.2.0 policy routes by index into the groups it declared at load: a declared group is
+/// used, and a route it did not declare is answered SERVFAIL and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_the_policy_did_not_declare_is_answered_servfail() {
+    let Some(policy) = wasm("guest_echo.wasm") else {
+        return;
+    };
+    let public = upstream();
+    let corp = AuthServer::builder()
+        .a("db.corp.route.test.", 60, Ipv4Addr::new(10, 9, 9, 9))
+        .start()
+        .unwrap();
+    let extra = format!(
+        r#"[upstreams.corp]
+servers = ["{corp}"]
+
+[policies.echo]
+source = "file:{{dir}}/guest_echo.wasm"
+settings = {{ routes = ["corp"] }}
+"#,
+        corp = corp.addr()
+    );
+    let zg = Zonegate::builder()
+        .config(&config(&public, "\"echo\"", &extra))
+        .file("guest_echo.wasm", policy)
+        .start()
+        .unwrap();
+    let r = Client::new()
+        .query_udp(zg.addr(), "db.corp.route.test.", RecordType::A)
+        .await
+        .unwrap();
+    assert_eq!(r.ipv4(), vec![Ipv4Addr::new(10, 9, 9, 9)]);
+    for tcp in [false, true] {
+        assert_eq!(
+            rcode(zg.addr(), "db.elsewhere.route.test.", tcp).await,
+            ResponseCode::ServFail
+        );
+    }
+    let counted = zg
+        .metric(
+            "zonegate_policy_errors_total",
+            &[("policy", "*"), ("kind", "unknown_route")],
+        )
+        .unwrap();
+    assert_eq!(counted, Some(2.0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocklist_sinkholes_blocked_domains_and_their_subdomains() {
     let Some(policy) = wasm("blocklist.wasm") else {
@@ -439,13 +486,13 @@ fn policy_test_and_check_commands_work_for_authors() {
     assert!(!out.status.success());
     let out = run(&["policy".as_ref(), "check".as_ref(), policy.as_os_str()]);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("implements zonegate:policy/policy@0.1.0")
+        String::from_utf8_lossy(&out.stdout).contains("implements zonegate:policy/policy@0.2.0")
     );
     let wrong = dir.join("guest_wrong_world.wasm");
     let out = run(&["policy".as_ref(), "check".as_ref(), wrong.as_os_str()]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("does not implement world"),
+        String::from_utf8_lossy(&out.stderr).contains("does not implement a zonegate:policy world"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -139,9 +139,14 @@ fn bundle(args: &PushArgs) -> anyhow::Result<(Bundle, String)> {
     };
     let engine = PolicyEngine::new(EngineOptions::default())?;
     let mut policies = Vec::new();
+    let mut worlds: Vec<&str> = Vec::new();
     for (name, path) in files {
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        check_component(&engine, &bytes).with_context(|| format!("{}", path.display()))?;
+        let info =
+            check_component(&engine, &bytes).with_context(|| format!("{}", path.display()))?;
+        if !worlds.contains(&info.world) {
+            worlds.push(info.world);
+        }
         policies.push((name, bytes));
     }
     let settings = match &args.settings {
@@ -154,6 +159,7 @@ fn bundle(args: &PushArgs) -> anyhow::Result<(Bundle, String)> {
         version: args.policy_version.clone(),
         source: args.source.clone(),
         created: layout::now_rfc3339(),
+        world: Some(worlds.join(",")),
     };
     Ok((bundle, target))
 }

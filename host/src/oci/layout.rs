@@ -52,6 +52,9 @@ pub struct Bundle {
     pub source: Option<String>,
     /// RFC 3339 creation time.
     pub created: String,
+    /// The WIT world(s) the components implement (comma-separated when they differ);
+    /// `None` labels the bundle with the newest, [`WORLD`].
+    pub world: Option<String>,
 }
 
 /// A manifest and every blob it refers to, ready to upload.
@@ -97,7 +100,7 @@ impl Bundle {
             "architecture": "wasm",
             "os": "wasip2",
             "layerDigests": layers.iter().map(|(d, _)| d.digest.clone()).collect::<Vec<_>>(),
-            "component": { "target": WORLD },
+            "component": { "target": self.world() },
         }))?;
         let config_desc = descriptor(CONFIG_MEDIA_TYPE, &config, BTreeMap::new());
         let manifest = OciImageManifest {
@@ -118,11 +121,15 @@ impl Bundle {
         })
     }
 
+    fn world(&self) -> &str {
+        self.world.as_deref().unwrap_or(WORLD)
+    }
+
     fn annotations(&self) -> BTreeMap<String, String> {
         let names: Vec<&str> = self.policies.iter().map(|(n, _)| n.as_str()).collect();
         let mut a = BTreeMap::from([
             (ANNOTATION_POLICY.to_string(), names.join(",")),
-            (ANNOTATION_WORLD.to_string(), WORLD.to_string()),
+            (ANNOTATION_WORLD.to_string(), self.world().to_string()),
             (ANNOTATION_CREATED.to_string(), self.created.clone()),
         ]);
         if let Some(v) = &self.version {
@@ -294,6 +301,7 @@ mod tests {
             version: Some("1.2.3".into()),
             source: Some("https://example.com/p".into()),
             created: "2025-01-02T03:04:05Z".into(),
+            world: None,
         }
     }
 

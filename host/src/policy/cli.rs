@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::bindings::WORLD;
 use super::engine::PolicyEngine;
 use super::loaded::{Limits, LoadedPolicy};
 use super::{PolicyError, PolicyQuery, Verdict};
@@ -17,7 +16,7 @@ const NAME: &str = "component";
 /// What a component implements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorldInfo {
-    /// `zonegate:policy/policy@0.1.0`.
+    /// `zonegate:policy/policy@0.2.0` or `@0.1.0`.
     pub world: &'static str,
     /// `sha256:<hex>` of the bytes.
     pub digest: String,
@@ -29,7 +28,7 @@ pub struct WorldInfo {
 pub fn check_component(engine: &PolicyEngine, bytes: &[u8]) -> Result<WorldInfo, PolicyError> {
     let c = engine.compile(NAME, bytes)?;
     Ok(WorldInfo {
-        world: WORLD,
+        world: c.pre.world(),
         digest: c.digest.to_string(),
         imports: c.imports,
     })

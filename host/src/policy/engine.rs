@@ -10,12 +10,11 @@ use std::thread::Thread;
 use std::time::Duration;
 
 use crate::oci::layout::sha256;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
 use super::PolicyError;
-use super::bindings::{Bindings, BindingsPre, HOST_IMPORT};
-use super::store::GuestState;
+use super::bindings::{Pre, provides};
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -86,7 +85,7 @@ impl Drop for GuestRunning<'_> {
 #[derive(Clone)]
 pub(crate) struct Compiled {
     pub(crate) digest: Arc<str>,
-    pub(crate) pre: BindingsPre<GuestState>,
+    pub(crate) pre: Pre,
     pub(crate) imports: Vec<String>,
 }
 
@@ -174,17 +173,7 @@ impl PolicyEngine {
             reason,
         };
         let imports = check_imports(&self.inner.engine, c).map_err(wrong)?;
-        let mut linker = Linker::<GuestState>::new(&self.inner.engine);
-        Bindings::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)
-            .map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
-        // wasm32-wasip2 guests import WASI interfaces they never call: calling one traps.
-        linker
-            .define_unknown_imports_as_traps(c)
-            .map_err(|e| wrong(format!("{e:#}")))?;
-        let pre = linker
-            .instantiate_pre(c)
-            .map_err(|e| wrong(format!("{e:#}")))?;
-        let pre = BindingsPre::new(pre).map_err(|e| wrong(format!("{e:#}")))?;
+        let pre = Pre::link(&self.inner.engine, c).map_err(wrong)?;
         Ok(Compiled {
             digest,
             pre,
@@ -250,10 +239,7 @@ fn check_imports(engine: &Engine, c: &Component) -> Result<Vec<String>, String> 
     let ty = c.component_type();
     let mut names = Vec::new();
     for (name, _) in ty.imports(engine) {
-        let known = name.starts_with("wasi:")
-            || name == HOST_IMPORT
-            || name.starts_with("zonegate:policy/types@0.1.");
-        if !known {
+        if !name.starts_with("wasi:") && !provides(name) {
             return Err(format!(
                 "imports `{name}`, which this host does not provide"
             ));

@@ -10,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use wasmtime::Store;
 
-use super::bindings::{Bindings, QueryBuf, convert};
+use super::bindings::{GuestDecision, Instance, Phase, StartError};
 use super::engine::{Compiled, PolicyEngine};
 use super::store::{GuestState, MemoryCapExceeded};
 use super::{DenyKind, PolicyError, PolicyQuery, Verdict};
@@ -77,8 +77,8 @@ impl Failure {
 
 /// A live instance: one per worker thread and policy.
 pub(crate) struct Live {
-    pub(crate) store: Store<GuestState>,
-    pub(crate) bindings: Bindings,
+    store: Store<GuestState>,
+    instance: Instance,
 }
 
 impl Live {
@@ -88,6 +88,15 @@ impl Live {
             .data_mut()
             .begin_call(p.timeout(), p.deadline_ticks());
         self.store.set_epoch_deadline(p.deadline_ticks());
+    }
+
+    /// Decides one query under the armed deadline; after an error, drop the instance.
+    pub(crate) fn decide(
+        &mut self,
+        q: &PolicyQuery<'_>,
+        intern: impl FnOnce(&str) -> Arc<str>,
+    ) -> wasmtime::Result<GuestDecision> {
+        self.instance.decide(&mut self.store, q, intern)
     }
 }
 
@@ -123,6 +132,8 @@ pub(crate) struct LoadedPolicy {
     next_log_ms: AtomicU64,
     suppressed: AtomicU64,
     pub(crate) instantiations: AtomicU64,
+    /// The upstream groups a 0.2.0 policy declared in `init` (set by `validate`).
+    pub(crate) declared_routes: Option<Vec<Arc<str>>>,
 }
 
 impl Drop for LoadedPolicy {
@@ -152,6 +163,7 @@ impl LoadedPolicy {
             next_log_ms: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
             instantiations: AtomicU64::new(0),
+            declared_routes: None,
         }
     }
 
@@ -165,39 +177,43 @@ impl LoadedPolicy {
         store.epoch_deadline_callback(|mut ctx| ctx.data_mut().on_deadline());
         store.data_mut().begin_call(INIT_TIMEOUT, self.init_ticks);
         store.set_epoch_deadline(self.init_ticks);
-        let bindings = self.compiled.pre.instantiate(&mut store).map_err(|e| {
-            let kind = match FailureKind::of(&e) {
-                FailureKind::Memory => FailureKind::Memory,
-                _ => FailureKind::Instantiate,
-            };
-            Failure {
-                kind,
-                reason: format!("{e:#}"),
-            }
-        })?;
-        match bindings.call_init(&mut store, &self.limits.settings) {
-            Ok(Ok(())) => Ok(Live { store, bindings }),
-            Ok(Err(msg)) => Err(Failure {
+        match self.compiled.pre.start(&mut store, &self.limits.settings) {
+            Ok(instance) => Ok(Live { store, instance }),
+            Err(StartError::Rejected(msg)) => Err(Failure {
                 kind: FailureKind::Init,
                 reason: msg,
             }),
-            Err(e) => Err(Failure::from_call(&e)),
+            Err(StartError::Trap(e, phase)) => {
+                let kind = match (FailureKind::of(&e), phase) {
+                    (FailureKind::Memory, _) => FailureKind::Memory,
+                    (_, Phase::Instantiate) => FailureKind::Instantiate,
+                    (kind, Phase::Init) => kind,
+                };
+                Err(Failure {
+                    kind,
+                    reason: format!("{e:#}"),
+                })
+            }
         }
     }
 
-    /// Loads once off the hot path: a failure rejects the policy.
-    pub(crate) fn validate(&self) -> Result<(), PolicyError> {
-        self.instantiate().map(drop).map_err(|f| match f.kind {
-            FailureKind::Init => PolicyError::InitRejected {
-                policy: self.name.to_string(),
-                message: f.reason,
-            },
-            kind => PolicyError::Guest {
-                policy: self.name.to_string(),
-                kind: kind.label(),
-                reason: f.reason,
-            },
-        })
+    /// Loads once off the hot path: a failure rejects the policy. Returns the upstream
+    /// groups the policy declared it routes to (`None` for a 0.1.0 policy).
+    pub(crate) fn validate(&self) -> Result<Option<Vec<Arc<str>>>, PolicyError> {
+        match self.instantiate() {
+            Ok(live) => Ok(live.instance.routes().map(<[_]>::to_vec)),
+            Err(f) => Err(match f.kind {
+                FailureKind::Init => PolicyError::InitRejected {
+                    policy: self.name.to_string(),
+                    message: f.reason,
+                },
+                kind => PolicyError::Guest {
+                    policy: self.name.to_string(),
+                    kind: kind.label(),
+                    reason: f.reason,
+                },
+            }),
+        }
     }
 
     /// Instantiates and decides one query on a fresh instance, reporting any failure.
@@ -205,10 +221,8 @@ impl LoadedPolicy {
         let mut live = self.instantiate()?;
         let _running = self.engine.guest_running();
         live.arm(self);
-        let mut buf = QueryBuf::default();
-        let d = live.bindings.call_decide(&mut live.store, buf.fill(q));
-        let d = d.map_err(|e| Failure::from_call(&e))?;
-        Ok(convert(d, |r| Arc::from(r)).verdict)
+        let d = live.decide(q, |r| Arc::from(r));
+        Ok(d.map_err(|e| Failure::from_call(&e))?.verdict)
     }
 
     pub(crate) fn deadline_ticks(&self) -> u64 {

@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use wasmtime::{ResourceLimiter, UpdateDeadline};
 
-use super::bindings::{Level, LogHost};
-
 /// Raised inside the guest when it tries to grow memory beyond its cap, so a failure can be
 /// told apart from an ordinary trap.
 #[derive(Debug, Error)]
@@ -144,19 +142,21 @@ impl ResourceLimiter for GuestState {
     }
 }
 
-impl LogHost for GuestState {
-    fn log(&mut self, level: Level, message: String) {
+impl GuestState {
+    /// A line the guest logs through `host.log`: rate-limited, truncated, tagged with the
+    /// policy's name.
+    pub(crate) fn log_line(&mut self, level: tracing::Level, message: &str) {
         if !self.admit_log_line() {
             return;
         }
-        let msg = truncate(&message, LOG_LINE_MAX);
+        let msg = truncate(message, LOG_LINE_MAX);
         let policy = &*self.policy;
         match level {
-            Level::Trace => tracing::trace!(policy, "{msg}"),
-            Level::Debug => tracing::debug!(policy, "{msg}"),
-            Level::Info => tracing::info!(policy, "{msg}"),
-            Level::Warn => tracing::warn!(policy, "{msg}"),
-            Level::Error => tracing::error!(policy, "{msg}"),
+            tracing::Level::TRACE => tracing::trace!(policy, "{msg}"),
+            tracing::Level::DEBUG => tracing::debug!(policy, "{msg}"),
+            tracing::Level::INFO => tracing::info!(policy, "{msg}"),
+            tracing::Level::WARN => tracing::warn!(policy, "{msg}"),
+            tracing::Level::ERROR => tracing::error!(policy, "{msg}"),
         }
     }
 }

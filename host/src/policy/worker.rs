@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::bindings::{QueryBuf, convert};
 use super::loaded::{Failure, FailureKind, Live, LoadedPolicy};
 use super::memo::Memo;
 use super::{PolicyQuery, Verdict};
@@ -55,21 +54,26 @@ pub(crate) fn decide(p: &Arc<LoadedPolicy>, q: &PolicyQuery<'_>) -> Verdict {
 pub(crate) fn instances_on_this_thread() -> usize {
     WORKER.with_borrow_mut(|w| {
         w.sweep();
-        w.slots.values().filter(|s| s.live.is_some()).count()
+        w.slots.iter().filter(|s| s.live.is_some()).count()
     })
 }
 
 #[derive(Default)]
 struct Worker {
     seen: u64,
-    slots: HashMap<u64, Slot>,
-    query: QueryBuf,
+    /// One per policy this thread ran: a handful, so a scan beats hashing the id.
+    slots: Vec<Slot>,
     memo: Memo,
     calls: u32,
 }
 
 struct Slot {
+    /// `LoadedPolicy::id`.
+    id: u64,
     policy: Weak<LoadedPolicy>,
+    /// The policy gave a decision with a cache hint on this thread: only then is the memo
+    /// consulted (hashing the query costs more than a short guest call).
+    memoizes: bool,
     live: Option<Live>,
     backoff: Backoff,
     /// Failures since the last successful call.
@@ -85,19 +89,28 @@ impl Worker {
         let g = GENERATION.load(Ordering::Acquire);
         if g != self.seen {
             self.seen = g;
-            self.slots.retain(|_, s| s.policy.strong_count() > 0);
+            self.slots.retain(|s| s.policy.strong_count() > 0);
             let slots = &self.slots;
-            self.memo.retain(|id| slots.contains_key(&id));
+            self.memo.retain(|id| slots.iter().any(|s| s.id == id));
         }
     }
 
     fn decide(&mut self, p: &Arc<LoadedPolicy>, q: &PolicyQuery<'_>) -> Verdict {
         self.sweep();
-        if let Some(v) = self.memo.get(p.id, q) {
+        let at = match self.slots.iter().position(|s| s.id == p.id) {
+            Some(at) => at,
+            None => {
+                self.slots.push(Slot::new(p));
+                self.slots.len() - 1
+            }
+        };
+        let slot = &mut self.slots[at];
+        if slot.memoizes
+            && let Some(v) = self.memo.get(p.id, q)
+        {
             p.count(&v);
             return v;
         }
-        let slot = self.slots.entry(p.id).or_insert_with(|| Slot::new(p));
         // Hashed only when something is quarantined: the common path skips it.
         if !slot.quarantine.is_empty()
             && let Some(b) = slot.quarantine.get(&quarantine_key(q))
@@ -122,9 +135,8 @@ impl Worker {
         let start = timed.then(Instant::now);
         let running = p.engine().guest_running();
         live.arm(p);
-        let result = live
-            .bindings
-            .call_decide(&mut live.store, self.query.fill(q));
+        let routes = &mut slot.routes;
+        let result = live.decide(q, |r| intern(routes, r));
         drop(running);
         if let Some(start) = start {
             p.observe(start.elapsed());
@@ -132,9 +144,9 @@ impl Worker {
         match result {
             Ok(d) => {
                 slot.failures_in_a_row = 0;
-                let d = convert(d, |r| slot.intern(r));
                 p.count(&d.verdict);
                 if let Some(secs) = d.cache_for.filter(|s| *s > 0) {
+                    slot.memoizes = true;
                     self.memo.insert(p.id, q, &d.verdict, secs);
                 }
                 d.verdict
@@ -165,7 +177,9 @@ impl Worker {
 impl Slot {
     fn new(p: &Arc<LoadedPolicy>) -> Self {
         Slot {
+            id: p.id,
             policy: Arc::downgrade(p),
+            memoizes: false,
             live: None,
             backoff: Backoff::default(),
             failures_in_a_row: 0,
@@ -198,17 +212,18 @@ impl Slot {
             }
         }
     }
+}
 
-    fn intern(&mut self, route: &str) -> Arc<str> {
-        if let Some(r) = self.routes.iter().find(|r| &***r == route) {
-            return r.clone();
-        }
-        let r: Arc<str> = route.into();
-        if self.routes.len() < ROUTES_MAX {
-            self.routes.push(r.clone());
-        }
-        r
+/// A 0.1.0 policy's route name as a shared string: a policy routes to a handful of groups.
+fn intern(routes: &mut Vec<Arc<str>>, route: &str) -> Arc<str> {
+    if let Some(r) = routes.iter().find(|r| &***r == route) {
+        return r.clone();
     }
+    let r: Arc<str> = route.into();
+    if routes.len() < ROUTES_MAX {
+        routes.push(r.clone());
+    }
+    r
 }
 
 /// The quarantine key of a query: its name and type.

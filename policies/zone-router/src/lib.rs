@@ -46,6 +46,17 @@ impl Policy for ZoneRouter {
             None => decision,
         }
     }
+
+    /// Each route's upstream group, once: the host checks they exist before loading.
+    fn routes(&self) -> Vec<String> {
+        let mut groups: Vec<String> = Vec::new();
+        for g in &self.settings.upstreams {
+            if !groups.contains(g) {
+                groups.push(g.clone());
+            }
+        }
+        groups
+    }
 }
 
 zonegate_policy::export!(ZoneRouter);
@@ -61,6 +72,7 @@ mod tests {
     fn example_routes_first_match_wins() {
         let router = testing::init::<ZoneRouter>(EXAMPLE);
         assert_eq!(router.upstreams(), ["corp-db", "corp", "onprem", "corp"]);
+        assert_eq!(router.routes(), ["corp-db", "corp", "onprem"]);
         let route = |upstream: &str| Action::Route(upstream.to_owned());
         let cases = [
             ("db.corp.example.com", route("corp-db")),
