@@ -26,13 +26,47 @@ pub struct Cli {
     /// Log filter (RUST_LOG syntax), e.g. `info` or `zonegate=debug`.
     #[arg(long, global = true, env = "ZONEGATE_LOG", default_value = "info")]
     pub log: String,
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Log format [default: the config's `[observability] log_format` for `run --config`,
+    /// else text].
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Cli {
+    /// The log format: `--log-format`, else the `[observability] log_format` of the file
+    /// `run --config` names (read once at start: logging is set up before the configuration
+    /// is loaded and validated, so an unreadable file means text and its load reports why),
+    /// else text.
+    pub fn log_format(&self) -> LogFormat {
+        if let Some(f) = self.log_format {
+            return f;
+        }
+        let Command::Run(RunArgs {
+            config: Some(path), ..
+        }) = &self.command
+        else {
+            return LogFormat::Text;
+        };
+        let Some(text) = std::fs::read_to_string(path).ok() else {
+            return LogFormat::Text;
+        };
+        configured_log_format(&text).unwrap_or(LogFormat::Text)
+    }
+}
+
+/// `[observability] log_format` of a native TOML configuration, if it is there and valid.
+fn configured_log_format(toml_text: &str) -> Option<LogFormat> {
+    let doc: toml::Table = toml::from_str(toml_text).ok()?;
+    let format = doc.get("observability")?.get("log_format")?.as_str()?;
+    match format {
+        "text" => Some(LogFormat::Text),
+        "json" => Some(LogFormat::Json),
+        _ => None,
+    }
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -249,4 +283,47 @@ fn run(args: RunArgs) -> ExitCode {
 fn invalid(e: &config::ConfigErrors) -> ExitCode {
     eprintln!("{e}");
     ExitCode::from(EXIT_INVALID)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_format_comes_from_the_flag_then_the_config_file() {
+        let cases = [
+            (
+                "[observability]\nlog_format = \"json\"\n",
+                Some(LogFormat::Json),
+            ),
+            (
+                "[observability]\nlog_format = \"text\"\n",
+                Some(LogFormat::Text),
+            ),
+            ("[observability]\nmetrics = \"127.0.0.1:0\"\n", None),
+            ("[observability]\nlog_format = \"xml\"\n", None),
+            ("not toml [", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(configured_log_format(text), want, "{text}");
+        }
+        let dir = std::env::temp_dir().join(format!("zonegate-logfmt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("z.toml");
+        std::fs::write(&file, cases[0].0).expect("write");
+        let path = file.to_str().expect("utf-8 path");
+        let parse = |args: &[&str]| Cli::try_parse_from(args).expect("args").log_format();
+        assert_eq!(
+            parse(&["zonegate", "run", "--config", path]),
+            LogFormat::Json
+        );
+        assert_eq!(
+            parse(&["zonegate", "--log-format", "text", "run", "--config", path]),
+            LogFormat::Text,
+            "the flag wins"
+        );
+        assert_eq!(parse(&["zonegate", "run"]), LogFormat::Text);
+        assert_eq!(parse(&["zonegate", "check", path]), LogFormat::Text);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

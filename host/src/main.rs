@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match cli.log_format {
+    match cli.log_format() {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }

@@ -102,6 +102,23 @@ fn health_ready_and_metrics_endpoints_answer() {
 }
 
 #[test]
+fn the_configured_log_format_is_used() {
+    let up = AuthServer::builder().start().unwrap();
+    let config = minimal_config(up.addr()).replace(
+        "[observability]\n",
+        "[observability]\nlog_format = \"json\"\n",
+    );
+    assert!(config.contains("log_format = \"json\""));
+    let zg = Zonegate::start(&config).unwrap();
+    assert_eq!(zg.ready_status().unwrap(), 200);
+    let logs = zg.stderr();
+    let first = logs.lines().next().unwrap_or_default();
+    let line: serde_json::Value =
+        serde_json::from_str(first).unwrap_or_else(|e| panic!("not JSON ({e}): {logs}"));
+    assert!(line.get("level").is_some(), "{first}");
+}
+
+#[test]
 fn sighup_reloads_and_sigterm_drains_and_exits_zero() {
     let up = AuthServer::builder()
         .a("www.example.test.", 60, Ipv4Addr::new(192, 0, 2, 1))
