@@ -2,6 +2,8 @@
 //! under epoch interruption and the policy's own work. Target (issue 3): ≤ 0.5 µs median
 //! for an allowlist of 20 rules.
 //!
+//!     ZONEGATE_WASM_DIR=target/wasm cargo bench -p zonegate --bench policy
+//!
 //! Needs `$ZONEGATE_WASM_DIR` with `guest_probe.wasm` (tests/guests) and, when
 //! present, `fqdn_allowlist.wasm` (policies/); without the variable the bench does nothing.
 
@@ -56,6 +58,12 @@ fn fqdn_settings(cache_for: u32) -> String {
 fn bench(c: &mut Criterion) {
     let Some(dir) = std::env::var_os("ZONEGATE_WASM_DIR").map(PathBuf::from) else {
         return;
+    };
+    // Cargo runs benches in host/: a relative directory is meant from the workspace root.
+    let dir = if dir.is_relative() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir)
+    } else {
+        dir
     };
     let engine = PolicyEngine::new(EngineOptions::default()).expect("engine");
     let mut specs = BTreeMap::new();
