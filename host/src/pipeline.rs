@@ -137,6 +137,7 @@ impl Snapshot {
             oci.as_deref(),
             previous.map(|p| &p.policies),
             metrics,
+            &|group| config.upstreams.contains_key(group),
         )?;
         let upstreams = Upstreams::build_sized(
             &config.upstreams,
@@ -144,8 +145,9 @@ impl Snapshot {
             metrics,
             config.server.udp_payload_size,
         );
-        // Routes a policy's settings name must exist (a guest that returns another one at run
-        // time is answered SERVFAIL and counted).
+        // The groups a policy may route to (declared by a 0.2.0 policy's `init`; for 0.1.0,
+        // named by its settings) must exist. A guest that returns another one at run time is
+        // answered SERVFAIL and counted.
         for name in config.policies.keys() {
             if let Some(group) = policies
                 .route_targets(name)

@@ -620,3 +620,53 @@ async fn a_new_version_that_fails_init_is_rejected_and_the_old_keeps_serving() {
     zg.drain().await;
     let _ = std::fs::remove_dir_all(tmp);
 }
+
+/// A new version of a 0.2.0 policy that declares a route to a group the configuration lacks
+/// is a bad version too: rejected before it is recorded, so neither the running node nor a
+/// restart takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_routing_to_an_unknown_group_is_rejected() {
+    let Some(dir) = wasm_dir() else { return };
+    let reg = Registry::start("reroute");
+    let reference = reg.oci("router:live");
+    let router = |tag: u8, group: &str| Bundle {
+        policies: vec![(
+            "r".into(),
+            wasm_variant(&read_file(&dir, "zone_router.wasm"), tag),
+        )],
+        settings: Some(serde_json::Map::from_iter([(
+            "r".to_string(),
+            serde_json::json!({ "routes": [ { "upstream": group, "match": [ { "suffix": "one.test" } ] } ] }),
+        )])),
+        created: "2025-01-01T00:00:00Z".into(),
+        ..Bundle::default()
+    };
+    let v1 = router(1, "up");
+    push(&reference, &v1).await;
+    let up = upstream();
+    let tmp = temp_dir("reroute");
+    let policies = format!("[policies.r]\nsource = \"{reference}\"\ntimeout = \"100ms\"\n");
+    let cache = tmp.join("cache");
+    let path = write_config(&tmp, up.addr(), &reg.host(), &cache, &policies, "[\"r\"]");
+    let zg = start_file(path.clone()).await;
+    let rejected =
+        |zg: &Running| metric_sum(zg, "zonegate_oci_pulls_total", &[("result", "rejected")]);
+    push(&reference, &router(2, "nowhere")).await;
+    let pushed = Instant::now();
+    while rejected(&zg) < 1.0 && pushed.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rejected(&zg), 1.0);
+    let v1_digest = sha256(&v1.policies[0].1);
+    let snap = zg.shared.snapshot.load_full();
+    assert_eq!(snap.policies.digest("r"), Some(v1_digest.as_str()));
+    drop(snap);
+    assert_eq!(rcode(&zg, "one.test.").await, ResponseCode::NoError);
+    zg.drain().await;
+    let zg = start_file(path).await;
+    let snap = zg.shared.snapshot.load_full();
+    assert_eq!(snap.policies.digest("r"), Some(v1_digest.as_str()));
+    drop(snap);
+    zg.drain().await;
+    let _ = std::fs::remove_dir_all(tmp);
+}

@@ -100,7 +100,7 @@ impl Bundle {
             "architecture": "wasm",
             "os": "wasip2",
             "layerDigests": layers.iter().map(|(d, _)| d.digest.clone()).collect::<Vec<_>>(),
-            "component": { "target": self.world() },
+            "component": { "target": self.target() },
         }))?;
         let config_desc = descriptor(CONFIG_MEDIA_TYPE, &config, BTreeMap::new());
         let manifest = OciImageManifest {
@@ -123,6 +123,12 @@ impl Bundle {
 
     fn world(&self) -> &str {
         self.world.as_deref().unwrap_or(WORLD)
+    }
+
+    /// The config's `component.target` names one world: the first, when a bundle mixes them
+    /// (the annotation lists them all).
+    fn target(&self) -> &str {
+        self.world().split(',').next().unwrap_or(WORLD)
     }
 
     fn annotations(&self) -> BTreeMap<String, String> {

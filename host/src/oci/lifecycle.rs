@@ -143,19 +143,21 @@ struct Used {
 }
 
 /// [`Policies::build_with`] with `oci://` modules from the store's cache. A candidate (newly
-/// pulled) that fails to load is rejected and the build retried with the last good version;
-/// a policy with nothing cached is left out and marked unavailable (its `on_error` decides).
+/// pulled) that fails to load, or routes to an upstream group `group_exists` denies, is
+/// rejected and the build retried with the last good version; a policy with nothing cached is
+/// left out and marked unavailable (its `on_error` decides).
 pub fn build_policies(
     engine: &PolicyEngine,
     specs: &BTreeMap<String, PolicySpec>,
     store: Option<&OciStore>,
     previous: Option<&Policies>,
     metrics: &Arc<Metrics>,
+    group_exists: &dyn Fn(&str) -> bool,
 ) -> Result<Policies, PolicyError> {
     let Some(store) = store else {
         return Policies::build(engine, specs, previous, metrics);
     };
-    let (e, used) = match attempt(engine, specs, store, previous, metrics) {
+    let (e, used) = match attempt(engine, specs, store, previous, metrics, group_exists) {
         Ok(p) => return Ok(p),
         Err(failed) => failed,
     };
@@ -175,7 +177,7 @@ pub fn build_policies(
             "new OCI version rejected, keeping the last good one: {e}"
         );
     }
-    attempt(engine, specs, store, previous, metrics).map_err(|(e, _)| e)
+    attempt(engine, specs, store, previous, metrics, group_exists).map_err(|(e, _)| e)
 }
 
 fn attempt(
@@ -184,6 +186,7 @@ fn attempt(
     store: &OciStore,
     previous: Option<&Policies>,
     metrics: &Arc<Metrics>,
+    group_exists: &dyn Fn(&str) -> bool,
 ) -> Result<Policies, (PolicyError, Vec<Used>)> {
     let mut effective = BTreeMap::new();
     let mut modules: HashMap<String, Vec<u8>> = HashMap::new();
@@ -232,6 +235,18 @@ fn attempt(
         Ok(p) => p,
         Err(e) => return Err((e, used)),
     };
+    // A new version declaring a route the configuration lacks is a bad version: caught here,
+    // before it is recorded as the last good one (the snapshot checks every policy again).
+    for u in &used {
+        let targets = built.route_targets(&u.policy);
+        if let Some(group) = targets.into_iter().find(|g| !group_exists(g)) {
+            let e = PolicyError::Load {
+                policy: u.policy.clone(),
+                reason: format!("routes to upstream group {group:?}, which is not configured"),
+            };
+            return Err((e, used));
+        }
+    }
     for (name, on_error) in unavailable {
         built.set_unavailable(&name, on_error);
     }

@@ -5,7 +5,8 @@ use serde::Deserialize;
 use zonegate_policy::{NameMap, Selector};
 
 /// Settings as written in the host's configuration. Every route target is a
-/// `routes[].upstream`, so the host can check them against its upstream groups.
+/// `routes[].upstream`; the policy declares them (`Policy::routes`), so the host checks them
+/// against its upstream groups when it loads the policy.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SettingsConfig {
