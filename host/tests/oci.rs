@@ -592,8 +592,6 @@ async fn a_new_version_that_fails_init_is_rejected_and_the_old_keeps_serving() {
     let cache = tmp.join("cache");
     let path = write_config(&tmp, up.addr(), &reg.host(), &cache, &policies, "[\"p\"]");
     let zg = start_file(path.clone()).await;
-    let rejected =
-        |zg: &Running| metric_sum(zg, "zonegate_oci_pulls_total", &[("result", "rejected")]);
     // v2's settings layer is something the blocklist's init refuses.
     let mut v2 = blocklist(&dir, 2, "two.test");
     v2.settings = Some(serde_json::Map::from_iter([(
@@ -601,24 +599,44 @@ async fn a_new_version_that_fails_init_is_rejected_and_the_old_keeps_serving() {
         serde_json::json!({ "domains": 5 }),
     )]));
     push(&reference, &v2).await;
+    let kept = Kept {
+        policy: "p",
+        digest: sha256(&v1.policies[0].1),
+        name: "one.test.",
+        rcode: ResponseCode::NXDomain,
+    };
+    rejected_and_kept(zg, path, &kept).await;
+    let _ = std::fs::remove_dir_all(tmp);
+}
+
+/// The last good version a rejected one leaves serving, and a query that shows it.
+struct Kept {
+    policy: &'static str,
+    digest: String,
+    name: &'static str,
+    rcode: ResponseCode,
+}
+
+/// Waits for the version just pushed to be rejected, then checks that the node keeps serving
+/// the last good one, and that a restart starts from it (the rejected one is never recorded).
+async fn rejected_and_kept(zg: Running, path: PathBuf, kept: &Kept) {
+    let rejected =
+        |zg: &Running| metric_sum(zg, "zonegate_oci_pulls_total", &[("result", "rejected")]);
     let pushed = Instant::now();
     while rejected(&zg) < 1.0 && pushed.elapsed() < Duration::from_secs(15) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(rejected(&zg), 1.0);
-    let v1_digest = sha256(&v1.policies[0].1);
-    let snap = zg.shared.snapshot.load_full();
-    assert_eq!(snap.policies.digest("p"), Some(v1_digest.as_str()));
-    drop(snap);
-    assert_eq!(rcode(&zg, "one.test.").await, ResponseCode::NXDomain);
+    let digest = |zg: &Running| {
+        let snap = zg.shared.snapshot.load_full();
+        snap.policies.digest(kept.policy).map(str::to_owned)
+    };
+    assert_eq!(digest(&zg).as_deref(), Some(kept.digest.as_str()));
+    assert_eq!(rcode(&zg, kept.name).await, kept.rcode);
     zg.drain().await;
-    // A restart still starts from the last good version: the rejected one is never recorded.
     let zg = start_file(path).await;
-    let snap = zg.shared.snapshot.load_full();
-    assert_eq!(snap.policies.digest("p"), Some(v1_digest.as_str()));
-    drop(snap);
+    assert_eq!(digest(&zg).as_deref(), Some(kept.digest.as_str()));
     zg.drain().await;
-    let _ = std::fs::remove_dir_all(tmp);
 }
 
 /// A new version of a 0.2.0 policy that declares a route to a group the configuration lacks
@@ -649,24 +667,13 @@ async fn a_new_version_routing_to_an_unknown_group_is_rejected() {
     let cache = tmp.join("cache");
     let path = write_config(&tmp, up.addr(), &reg.host(), &cache, &policies, "[\"r\"]");
     let zg = start_file(path.clone()).await;
-    let rejected =
-        |zg: &Running| metric_sum(zg, "zonegate_oci_pulls_total", &[("result", "rejected")]);
     push(&reference, &router(2, "nowhere")).await;
-    let pushed = Instant::now();
-    while rejected(&zg) < 1.0 && pushed.elapsed() < Duration::from_secs(15) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(rejected(&zg), 1.0);
-    let v1_digest = sha256(&v1.policies[0].1);
-    let snap = zg.shared.snapshot.load_full();
-    assert_eq!(snap.policies.digest("r"), Some(v1_digest.as_str()));
-    drop(snap);
-    assert_eq!(rcode(&zg, "one.test.").await, ResponseCode::NoError);
-    zg.drain().await;
-    let zg = start_file(path).await;
-    let snap = zg.shared.snapshot.load_full();
-    assert_eq!(snap.policies.digest("r"), Some(v1_digest.as_str()));
-    drop(snap);
-    zg.drain().await;
+    let kept = Kept {
+        policy: "r",
+        digest: sha256(&v1.policies[0].1),
+        name: "one.test.",
+        rcode: ResponseCode::NoError,
+    };
+    rejected_and_kept(zg, path, &kept).await;
     let _ = std::fs::remove_dir_all(tmp);
 }
