@@ -116,56 +116,14 @@ def main():
     write("config_toml", {
         "default": read("host/src/config/default.toml"),
         "reference": read("docs/config-reference.toml"),
-        "rich": RICH_TOML.encode(),
+        "rich": read("host/src/config/testdata/rich.toml"),
     })
     write("aks_json", {
         "overlay": read("deploy/kubernetes/overlays/aks-localdns/localdnsconfig.json"),
-        "round-trip": AKS_JSON.encode(),
+        "round-trip": read("host/src/config/testdata/round-trip.json"),
         "empty": b"{}",
     })
 
-
-RICH_TOML = r'''
-[server]
-workers = 2
-drain_timeout = "1500ms"
-allow_clients = ["10.0.0.0/8", "::1"]
-rate_limit = 50
-[observability]
-log_format = "json"
-[[listen]]
-address = "[::1]:5300"
-view = "kube"
-udp = false
-[[listen]]
-address = "127.0.0.1:0"
-view = "odd \"view\""
-[upstreams."core dns"]
-servers = ["resolv.conf", "[fe80::1%4]:53"]
-protocol = "force-tcp"
-selection = "random"
-timeout = "250ms"
-[[zone]]
-view = "kube"
-name = "Cluster.Local"
-forward = "core dns"
-query_log = "log"
-policies = ["egress"]
-cache = { serve_stale = "verify", stale_for = "90s", capacity = 3 }
-[[zone]]
-view = "odd \"view\""
-name = "."
-forward = "core dns"
-cache = { enabled = false }
-[policies.egress]
-source = "oci://ghcr.io/z/p:1"
-memory_limit = 3000000
-settings = { rules = [{ allow = ["*.a.com"], weight = 1.5, on = true }], nested = { k = "v" } }
-'''
-
-AKS_JSON = r'''{"vnetDNSOverrides": {".": {"queryLogging": "Log", "forwardPolicy": "RoundRobin", "maxConcurrent": 50},
-  "cluster.local": {}, "microsoft.com": {"cacheDurationInSeconds": 0, "serveStale": "Disable", "serveStaleDurationInSeconds": 90}},
-  "kubeDNSOverrides": {".": {"forwardDestination": "VnetDNS", "protocol": "ForceTCP"}}}'''
 
 if __name__ == "__main__":
     main()

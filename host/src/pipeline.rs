@@ -253,7 +253,7 @@ impl Snapshot {
             return Step::Reply(self.rejected(listener, reply));
         };
         let zone = &self.zones[zi];
-        let stats = stats::of(&self.metrics, zone, listener);
+        let stats = stats::of(&self.metrics, zone, &listener.server, listener.index);
         self.count_request(&stats, &req);
         // 3. Policy chain.
         let mut group = &zone.upstream;
@@ -345,12 +345,7 @@ impl Snapshot {
     /// Steps 6–8: forward, cache store, egress.
     pub async fn complete(self: Arc<Self>, p: Box<Pending>) -> Vec<u8> {
         let zone = &self.zones[p.zone];
-        let listener = ListenerInfo {
-            view: zone.view.0.clone(),
-            server: p.server.clone(),
-            index: p.listener,
-        };
-        let stats = stats::of(&self.metrics, zone, &listener);
+        let stats = stats::of(&self.metrics, zone, &p.server, p.listener);
         let result = match &p.stale {
             // Verify: refresh first, in a task of its own so a slow answer still lands in
             // the cache after we have answered stale.

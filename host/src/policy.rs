@@ -209,7 +209,7 @@ impl Policies {
         let Some(p) = self.by_name.get(name) else {
             return Vec::new();
         };
-        match &p.declared_routes {
+        match p.declared_routes() {
             Some(routes) => routes.iter().map(|r| r.to_string()).collect(),
             None => route_targets(&p.limits.settings),
         }
@@ -277,7 +277,7 @@ fn load_one(
         }
     };
     let mut p = LoadedPolicy::new(engine, name, limits, c, metrics);
-    p.declared_routes = p.validate()?;
+    p.validate()?;
     Ok(Arc::new(p))
 }
 

@@ -227,6 +227,16 @@ fn totals(rounds: usize) -> (HashMap<&'static str, f64>, HashMap<&'static str, f
     (drops, codes)
 }
 
+/// Prints the RSS growth since `before` (KiB) over `what`, and fails if it reached 16 MiB.
+fn rss_stayed_bounded(what: &str, before: u64) {
+    let after = rss_kib();
+    eprintln!("{what}, RSS {before} → {after} KiB");
+    assert!(
+        after < before + 16 * 1024,
+        "RSS grew from {before} KiB to {after} KiB over the flood"
+    );
+}
+
 /// Resident set size of this process (client and server both live here), KiB.
 fn rss_kib() -> u64 {
     zonegate_testkit::proc_status_kib(std::process::id(), "VmRSS").expect("VmRSS")
@@ -356,14 +366,9 @@ async fn udp_flood_of_malformed_packets_is_dropped_or_refused_and_counted() {
     let before = rss_kib();
     // 17 kinds × 600 rounds ≈ 10,000 packets.
     udp_flood(addr, 600).await;
-    let after = rss_kib();
-    eprintln!(
-        "udp flood: {} packets, RSS {before} → {after} KiB",
-        600 * cases().len()
-    );
-    assert!(
-        after < before + 16 * 1024,
-        "RSS grew from {before} KiB to {after} KiB over the flood"
+    rss_stayed_bounded(
+        &format!("udp flood: {} packets", 600 * cases().len()),
+        before,
     );
     assert_counted(&zg, 650, 0.0);
     assert_eq!(
@@ -387,15 +392,11 @@ async fn tcp_flood_of_malformed_frames_is_dropped_or_refused_and_counted() {
     for _ in 0..10 {
         tcp_flood(addr, 60).await;
     }
-    let after = rss_kib();
-    eprintln!(
-        "tcp flood: {} frames on 10 connections, RSS {before} → {after} KiB",
+    let what = format!(
+        "tcp flood: {} frames on 10 connections",
         600 * cases().len()
     );
-    assert!(
-        after < before + 16 * 1024,
-        "RSS grew from {before} KiB to {after} KiB over the flood"
-    );
+    rss_stayed_bounded(&what, before);
     // Each connection's zero-length frame is one more short drop.
     assert_counted(&zg, 620, 11.0);
     still_answers(addr).await;
@@ -452,9 +453,7 @@ async fn truncated_frames_and_bogus_lengths_close_the_connection() {
             }
         }
     }
-    let after = rss_kib();
-    eprintln!("truncated frames: 80 connections, RSS {before} → {after} KiB");
-    assert!(after < before + 16 * 1024, "RSS {before} → {after} KiB");
+    rss_stayed_bounded("truncated frames: 80 connections", before);
     // The only complete frame among them: `00 05` + 5 bytes, a short message, dropped.
     assert_eq!(metric_sum(&zg, DROPPED, &[("reason", "short")]), 20.0);
     assert_eq!(

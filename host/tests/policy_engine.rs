@@ -613,3 +613,28 @@ fn decide_cost_is_flat() {
         eprintln!("batch {batch}: {:?}/decide", start.elapsed() / 200_000);
     }
 }
+
+/// The epoch ticker parks when no guest has run for a while (an idle node pays no wake-ups);
+/// the next guest call must wake it, or a looping guest would never be stopped.
+#[test]
+fn a_parked_epoch_ticker_wakes_for_the_next_call() {
+    let Some(dir) = wasm_dir() else { return };
+    // An engine of its own: the shared one may be kept ticking by other tests.
+    let engine = PolicyEngine::new(EngineOptions::default()).expect("engine");
+    let m = Metrics::new();
+    let spec = timeout(1, probe(&dir, "loop", r#"{"mode":"loop"}"#, OnError::Deny));
+    let specs: BTreeMap<_, _> = [spec].into_iter().collect();
+    let p = Policies::build(&engine, &specs, None, &m).expect("build");
+    // Well past the 400 idle ticks (0.4 s at the default 1 ms) after which it parks.
+    std::thread::sleep(Duration::from_millis(800));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c = chain(&p, &["loop"]);
+    std::thread::spawn(move || {
+        let _ = tx.send(c.decide(&query("a.example.")));
+    });
+    let verdict = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a looping guest was not stopped: the parked ticker did not wake");
+    assert_eq!(verdict, Verdict::Deny(DenyKind::Refused));
+    assert_eq!(errors(&m, "loop", "timeout"), 1);
+}

@@ -110,51 +110,7 @@ fn to_toml_round_trips_the_default() {
 #[test]
 fn to_toml_round_trips_a_rich_config() {
     let t = TestEnv::new("round-rich", "nameserver 10.0.0.10\n");
-    let text = r#"
-[server]
-workers = 2
-drain_timeout = "1500ms"
-allow_clients = ["10.0.0.0/8", "::1"]
-rate_limit = 50
-[observability]
-log_format = "json"
-[[listen]]
-address = "[::1]:5300"
-view = "kube"
-udp = false
-[[listen]]
-address = "127.0.0.1:0"
-view = "odd \"view\""
-[upstreams."core dns"]
-servers = ["resolv.conf", "[fe80::1%4]:53"]
-protocol = "force-tcp"
-selection = "random"
-timeout = "250ms"
-[[zone]]
-view = "kube"
-name = "Cluster.Local"
-forward = "core dns"
-query_log = "log"
-policies = ["egress"]
-cache = { serve_stale = "verify", stale_for = "90s", capacity = 3 }
-[[zone]]
-view = "odd \"view\""
-name = "."
-forward = "core dns"
-cache = { enabled = false }
-[policies.egress]
-source = "oci://ghcr.io/z/p:1"
-memory_limit = 3000000
-settings = { rules = [{ allow = ["*.a.com"], weight = 1.5, on = true }], nested = { k = "v" } }
-[oci]
-cache_dir = "/tmp/z oci"
-refresh = "90s"
-jitter = "7s"
-insecure = ["127.0.0.1:5000", "registry.local"]
-docker_config = "/run/secrets/config.json"
-max_cache_size = "64MiB"
-pull_timeout = "3s"
-"#;
+    let text = include_str!("testdata/rich.toml");
     let c = parse(text, "rich.toml", &t.env).unwrap();
     let rendered = to_toml(&c);
     assert_eq!(parse(&rendered, "rendered", &t.env), Ok(c), "{rendered}");

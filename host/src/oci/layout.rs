@@ -26,7 +26,7 @@ pub const ANNOTATION_VERSION: &str = "org.opencontainers.image.version";
 pub const ANNOTATION_SOURCE: &str = "org.opencontainers.image.source";
 pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
 pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
-/// The world every policy implements today.
+/// The newest policy world (what the SDK builds): the label of a bundle that names none.
 pub use crate::policy::WORLD;
 
 /// `sha256:<hex>` of some bytes.

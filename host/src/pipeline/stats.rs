@@ -15,7 +15,7 @@ use crate::metrics::{
 };
 use crate::policy::Transport;
 
-use super::{ListenerInfo, Zone};
+use super::Zone;
 
 const TYPES: usize = QTYPE_LABELS.len();
 const RCODES: usize = RCODE_LABELS.len();
@@ -237,25 +237,25 @@ impl Deref for StatsRef<'_> {
     }
 }
 
-/// The handles of `zone` for `listener`.
+/// The handles of `zone` for the listener at `index` (its `ListenerInfo::index`), whose
+/// `server` label is `server`.
 pub(super) fn of<'a>(
     metrics: &Arc<Metrics>,
     zone: &'a Zone,
-    listener: &ListenerInfo,
+    server: &Label,
+    index: usize,
 ) -> StatsRef<'a> {
     let labels = || ZoneLabels {
-        server: listener.server.clone(),
+        server: server.clone(),
         zone: zone.label.clone(),
         view: zone.view.clone(),
     };
-    match zone.stats.0.get(listener.index) {
+    match zone.stats.0.get(index) {
         Some(cell) => {
             let s = cell.get_or_init(|| ZoneStats::new(metrics, labels()));
             // A slot belongs to the listener that filled it: a listener whose index
             // collides (not one the app bound) still gets its own labels.
-            if Arc::ptr_eq(&s.labels.server.0, &listener.server.0)
-                || s.labels.server == listener.server
-            {
+            if Arc::ptr_eq(&s.labels.server.0, &server.0) || s.labels.server == *server {
                 StatsRef::Slot(s)
             } else {
                 StatsRef::Owned(Box::new(ZoneStats::new(metrics, labels())))

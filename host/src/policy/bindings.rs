@@ -48,6 +48,9 @@ pub(crate) fn provides(import: &str) -> bool {
     .contains(&import)
 }
 
+/// The upstream groups a 0.2.0 policy declares in `init`.
+pub(crate) type Routes = Vec<Arc<str>>;
+
 /// A component linked to the world version it implements, ready to instantiate.
 #[derive(Clone)]
 pub(crate) enum Pre {
@@ -102,12 +105,13 @@ impl Pre {
         }
     }
 
-    /// Instantiates and runs `init(settings)`.
+    /// Instantiates and runs `init(settings)`; with the instance, the upstream groups a
+    /// 0.2.0 policy declared it routes to (`None` for 0.1.0, which does not declare them).
     pub(crate) fn start(
         &self,
         store: &mut Store<GuestState>,
         settings: &str,
-    ) -> Result<Instance, StartError> {
+    ) -> Result<(Instance, Option<Routes>), StartError> {
         let trap = |phase| move |e| StartError::Trap(e, phase);
         match self {
             Pre::V1(pre) => {
@@ -117,7 +121,7 @@ impl Pre {
                 b.call_init(&mut *store, settings)
                     .map_err(trap(Phase::Init))?
                     .map_err(StartError::Rejected)?;
-                Ok(Instance::V1(b))
+                Ok((Instance::V1(b), None))
             }
             Pre::V2(pre) => {
                 let b = pre
@@ -127,12 +131,15 @@ impl Pre {
                     .call_init(&mut *store, settings)
                     .map_err(trap(Phase::Init))?
                     .map_err(StartError::Rejected)?;
-                Ok(Instance::V2 {
+                let instance = Instance::V2 {
                     bindings: b,
-                    routes: setup.routes.into_iter().map(Arc::from).collect(),
                     view: None,
                     zone: None,
-                })
+                };
+                Ok((
+                    instance,
+                    Some(setup.routes.into_iter().map(Arc::from).collect()),
+                ))
             }
         }
     }
@@ -143,8 +150,6 @@ pub(crate) enum Instance {
     V1(v1::Policy),
     V2 {
         bindings: v2::Policy,
-        /// The upstream groups `init` declared; `route(i)` names `routes[i]`.
-        routes: Vec<Arc<str>>,
         /// View and zone sent in the previous call: not sent again while they stay the same.
         view: Option<String>,
         zone: Option<String>,
@@ -158,21 +163,14 @@ pub(crate) struct GuestDecision {
 }
 
 impl Instance {
-    /// The upstream groups the policy declared it may route to; `None` for 0.1.0 policies,
-    /// which do not declare them.
-    pub(crate) fn routes(&self) -> Option<&[Arc<str>]> {
-        match self {
-            Instance::V1(_) => None,
-            Instance::V2 { routes, .. } => Some(routes),
-        }
-    }
-
-    /// Decides one query. `intern` maps a 0.1.0 route name to a shared string so repeated
-    /// routes do not allocate. After an error the instance must be dropped.
+    /// Decides one query. A 0.2.0 `route(i)` names `routes[i]`: the groups the policy
+    /// declared when it was loaded and checked. `intern` maps a 0.1.0 route name to a shared
+    /// string so repeated routes do not allocate. After an error the instance must be dropped.
     pub(crate) fn decide(
         &mut self,
         store: &mut Store<GuestState>,
         q: &PolicyQuery<'_>,
+        routes: &[Arc<str>],
         intern: impl FnOnce(&str) -> Arc<str>,
     ) -> wasmtime::Result<GuestDecision> {
         match self {
@@ -182,7 +180,6 @@ impl Instance {
             }
             Instance::V2 {
                 bindings,
-                routes,
                 view,
                 zone,
             } => {

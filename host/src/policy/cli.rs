@@ -53,9 +53,11 @@ impl PolicyTester {
             settings: settings.to_owned(),
         };
         let metrics = Metrics::new();
-        let policy = Arc::new(LoadedPolicy::new(engine, NAME, limits, compiled, &metrics));
+        let mut policy = LoadedPolicy::new(engine, NAME, limits, compiled, &metrics);
         policy.validate()?;
-        Ok(PolicyTester { policy })
+        Ok(PolicyTester {
+            policy: Arc::new(policy),
+        })
     }
 
     /// Decides one query.
@@ -63,7 +65,7 @@ impl PolicyTester {
         self.policy.decide_once(q).map_err(|f| PolicyError::Guest {
             policy: NAME.into(),
             kind: f.kind.label(),
-            reason: f.reason,
+            reason: f.reason.into_owned(),
         })
     }
 }

@@ -1,8 +1,9 @@
 //! One loaded policy: its compiled component, limits, `on_error`, metrics handles, and the
 //! instantiate → `init` → `decide` calls under those limits. Worker threads call into it.
 
-use std::sync::Arc;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
@@ -10,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use wasmtime::Store;
 
-use super::bindings::{GuestDecision, Instance, Phase, StartError};
+use super::bindings::{GuestDecision, Instance, Phase, Routes, StartError};
 use super::engine::{Compiled, PolicyEngine};
 use super::store::{GuestState, MemoryCapExceeded};
 use super::{DenyKind, PolicyError, PolicyQuery, Verdict};
@@ -37,6 +38,8 @@ pub(crate) enum FailureKind {
 }
 
 impl FailureKind {
+    const COUNT: usize = FailureKind::Backoff as usize + 1;
+
     pub(crate) fn label(self) -> &'static str {
         match self {
             FailureKind::Trap => "trap",
@@ -63,14 +66,15 @@ impl FailureKind {
 #[derive(Debug)]
 pub(crate) struct Failure {
     pub(crate) kind: FailureKind,
-    pub(crate) reason: String,
+    /// Static for the skips of a back-off (no allocation per skipped query).
+    pub(crate) reason: Cow<'static, str>,
 }
 
 impl Failure {
     fn from_call(e: &wasmtime::Error) -> Self {
         Failure {
             kind: FailureKind::of(e),
-            reason: format!("{e:#}"),
+            reason: format!("{e:#}").into(),
         }
     }
 }
@@ -84,20 +88,25 @@ pub(crate) struct Live {
 impl Live {
     /// Arms the per-call deadline before a `decide`.
     pub(crate) fn arm(&mut self, p: &LoadedPolicy) {
-        self.store
-            .data_mut()
-            .begin_call(p.timeout(), p.deadline_ticks());
-        self.store.set_epoch_deadline(p.deadline_ticks());
+        arm(&mut self.store, p.timeout(), p.deadline_ticks());
     }
 
-    /// Decides one query under the armed deadline; after an error, drop the instance.
+    /// Decides one query of `p` under the armed deadline; after an error, drop the instance.
     pub(crate) fn decide(
         &mut self,
+        p: &LoadedPolicy,
         q: &PolicyQuery<'_>,
         intern: impl FnOnce(&str) -> Arc<str>,
     ) -> wasmtime::Result<GuestDecision> {
-        self.instance.decide(&mut self.store, q, intern)
+        let routes = p.declared_routes.as_deref().unwrap_or_default();
+        self.instance.decide(&mut self.store, q, routes, intern)
     }
+}
+
+/// Gives the next guest call `budget` of CPU, in windows of `ticks` epochs.
+fn arm(store: &mut Store<GuestState>, budget: Duration, ticks: u64) {
+    store.data_mut().begin_call(budget, ticks);
+    store.set_epoch_deadline(ticks);
 }
 
 /// Per-call limits and the settings passed to `init`.
@@ -117,6 +126,9 @@ struct Counters {
     answer: Counter,
     duration: Histogram,
     errors: Family<PolicyErrorLabels, Counter>,
+    /// `errors` handles by [`FailureKind`], resolved on first use (a series appears only
+    /// once something failed that way).
+    error_handles: [OnceLock<Counter>; FailureKind::COUNT],
 }
 
 /// A policy ready to run on any thread.
@@ -132,8 +144,9 @@ pub(crate) struct LoadedPolicy {
     next_log_ms: AtomicU64,
     suppressed: AtomicU64,
     pub(crate) instantiations: AtomicU64,
-    /// The upstream groups a 0.2.0 policy declared in `init` (set by `validate`).
-    pub(crate) declared_routes: Option<Vec<Arc<str>>>,
+    /// The upstream groups a 0.2.0 policy declared in `init` (set by `validate`): its
+    /// `route(i)` decisions index this list, the one checked against the configuration.
+    declared_routes: Option<Routes>,
 }
 
 impl Drop for LoadedPolicy {
@@ -169,19 +182,23 @@ impl LoadedPolicy {
 
     /// Instantiates and runs `init` with the policy's settings.
     pub(crate) fn instantiate(&self) -> Result<Live, Failure> {
+        self.start().map(|(live, _)| live)
+    }
+
+    /// [`LoadedPolicy::instantiate`], with the routes the policy declared.
+    fn start(&self) -> Result<(Live, Option<Routes>), Failure> {
         self.instantiations.fetch_add(1, Ordering::Relaxed);
         let _running = self.engine.guest_running();
         let state = GuestState::new(self.name.clone(), self.limits.memory_limit);
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(GuestState::limiter);
         store.epoch_deadline_callback(|mut ctx| ctx.data_mut().on_deadline());
-        store.data_mut().begin_call(INIT_TIMEOUT, self.init_ticks);
-        store.set_epoch_deadline(self.init_ticks);
+        arm(&mut store, INIT_TIMEOUT, self.init_ticks);
         match self.compiled.pre.start(&mut store, &self.limits.settings) {
-            Ok(instance) => Ok(Live { store, instance }),
+            Ok((instance, routes)) => Ok((Live { store, instance }, routes)),
             Err(StartError::Rejected(msg)) => Err(Failure {
                 kind: FailureKind::Init,
-                reason: msg,
+                reason: msg.into(),
             }),
             Err(StartError::Trap(e, phase)) => {
                 let kind = match (FailureKind::of(&e), phase) {
@@ -191,29 +208,37 @@ impl LoadedPolicy {
                 };
                 Err(Failure {
                     kind,
-                    reason: format!("{e:#}"),
+                    reason: format!("{e:#}").into(),
                 })
             }
         }
     }
 
-    /// Loads once off the hot path: a failure rejects the policy. Returns the upstream
-    /// groups the policy declared it routes to (`None` for a 0.1.0 policy).
-    pub(crate) fn validate(&self) -> Result<Option<Vec<Arc<str>>>, PolicyError> {
-        match self.instantiate() {
-            Ok(live) => Ok(live.instance.routes().map(<[_]>::to_vec)),
+    /// Loads once off the hot path: a failure rejects the policy. Keeps the upstream groups
+    /// a 0.2.0 policy declared.
+    pub(crate) fn validate(&mut self) -> Result<(), PolicyError> {
+        match self.start() {
+            Ok((_, routes)) => {
+                self.declared_routes = routes;
+                Ok(())
+            }
             Err(f) => Err(match f.kind {
                 FailureKind::Init => PolicyError::InitRejected {
                     policy: self.name.to_string(),
-                    message: f.reason,
+                    message: f.reason.into_owned(),
                 },
                 kind => PolicyError::Guest {
                     policy: self.name.to_string(),
                     kind: kind.label(),
-                    reason: f.reason,
+                    reason: f.reason.into_owned(),
                 },
             }),
         }
+    }
+
+    /// The upstream groups a 0.2.0 policy declared; `None` for a 0.1.0 policy.
+    pub(crate) fn declared_routes(&self) -> Option<&[Arc<str>]> {
+        self.declared_routes.as_deref()
     }
 
     /// Instantiates and decides one query on a fresh instance, reporting any failure.
@@ -221,7 +246,7 @@ impl LoadedPolicy {
         let mut live = self.instantiate()?;
         let _running = self.engine.guest_running();
         live.arm(self);
-        let d = live.decide(q, |r| Arc::from(r));
+        let d = live.decide(self, q, |r| Arc::from(r));
         Ok(d.map_err(|e| Failure::from_call(&e))?.verdict)
     }
 
@@ -264,11 +289,16 @@ impl LoadedPolicy {
     /// Counts a failure, logs it (at most once per second per policy) and returns the
     /// `on_error` verdict.
     pub(crate) fn failed(&self, f: &Failure) -> Verdict {
-        let labels = PolicyErrorLabels {
-            policy: Label(self.name.clone()),
-            kind: f.kind.label(),
-        };
-        self.counters.errors.get_or_create(&labels).inc();
+        let c = &self.counters;
+        c.error_handles[f.kind as usize]
+            .get_or_init(|| {
+                let labels = PolicyErrorLabels {
+                    policy: Label(self.name.clone()),
+                    kind: f.kind.label(),
+                };
+                c.errors.get_or_create(&labels).clone()
+            })
+            .inc();
         if self.log_gate() {
             let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
             tracing::warn!(
@@ -324,5 +354,6 @@ fn counters(metrics: &Metrics, name: &Arc<str>) -> Counters {
         answer: verdict("answer"),
         duration: metrics.policy_duration.get_or_create(&labels).clone(),
         errors: metrics.policy_errors.clone(),
+        error_handles: Default::default(),
     }
 }

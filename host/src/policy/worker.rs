@@ -116,7 +116,7 @@ impl Worker {
             && let Some(b) = slot.quarantine.get(&quarantine_key(q))
             && !b.ready(Instant::now())
         {
-            let reason = "this query made the policy fail: quarantined".to_string();
+            let reason = "this query made the policy fail: quarantined".into();
             return p.failed(&Failure {
                 kind: FailureKind::Backoff,
                 reason,
@@ -136,7 +136,7 @@ impl Worker {
         let running = p.engine().guest_running();
         live.arm(p);
         let routes = &mut slot.routes;
-        let result = live.decide(q, |r| intern(routes, r));
+        let result = live.decide(p, q, |r| intern(routes, r));
         drop(running);
         if let Some(start) = start {
             p.observe(start.elapsed());
@@ -167,7 +167,7 @@ impl Worker {
                 }
                 p.failed(&Failure {
                     kind: FailureKind::of(&e),
-                    reason: format!("{e:#}"),
+                    reason: format!("{e:#}").into(),
                 })
             }
         }
@@ -192,7 +192,7 @@ impl Slot {
     fn start(&mut self, p: &LoadedPolicy) -> Result<(), Verdict> {
         let now = Instant::now();
         if self.failures_in_a_row >= FAILURES_BEFORE_BACKOFF && !self.backoff.ready(now) {
-            let reason = "backing off after a failure".to_string();
+            let reason = "backing off after a failure".into();
             return Err(p.failed(&Failure {
                 kind: FailureKind::Backoff,
                 reason,

@@ -235,10 +235,6 @@ async fn read_loop(s: Arc<Sock>, tick: Duration, expire: Duration, metrics: Arc<
                             demux::ignored(&metrics);
                         }
                     }
-                    if s.retired.load(Ordering::Acquire) && s.demux.close_if_idle() {
-                        break;
-                    }
-                    continue;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "upstream udp socket failed");

@@ -287,8 +287,7 @@ fn vnet_dns_option_wins_and_loops_are_rejected() {
 
 #[test]
 fn imported_config_round_trips_through_native_toml() {
-    let text = r#"{"vnetDNSOverrides": {".": {"queryLogging": "Log", "forwardPolicy": "RoundRobin", "maxConcurrent": 50},
-      "cluster.local": {}, "microsoft.com": {"cacheDurationInSeconds": 0, "serveStale": "Disable", "serveStaleDurationInSeconds": 90}}}"#;
+    let text = include_str!("../testdata/round-trip.json");
     let mut o = opts();
     o.cluster_dns = vec![sa("10.0.0.10:53"), sa("[fd00::a]:53")];
     let c = import("round-trip", text, &o).unwrap().config;
