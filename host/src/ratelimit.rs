@@ -7,10 +7,12 @@
 //! instead of waiting out its timeout and retrying (which would add load).
 //!
 //! Each bucket holds one second's worth of queries (the burst) and refills continuously. The
-//! map holds at most [`SHARDS`] × [`SHARD_CAPACITY`] addresses: when a shard is full, buckets
-//! that have refilled completely (idle clients, indistinguishable from new ones) are dropped;
-//! if none has, an arbitrary one is, so a flood of spoofed sources costs bounded memory and
-//! at worst hands one real client a fresh burst.
+//! map holds at most [`SHARDS`] × [`SHARD_CAPACITY`] addresses. When a shard is full it is
+//! cut back to 7/8 of its capacity in one pass, dropping first the buckets that have refilled
+//! completely (idle clients, indistinguishable from new ones), then those that sent a single
+//! query (what a flood of spoofed sources looks like), and only then arbitrary ones. So such
+//! a flood costs bounded memory and one pass per capacity/8 new sources (not one per query),
+//! and clients being limited keep their buckets unless the shard holds nothing else.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -98,17 +100,31 @@ impl RateLimiter {
         }
     }
 
-    /// Drops full (idle) buckets; if there are none, one arbitrary bucket.
+    /// Cuts a full shard back to [`RateLimiter::room_target`] addresses: idle buckets first,
+    /// then single-query ones, then arbitrary ones.
     fn make_room(&self, map: &mut HashMap<IpAddr, Bucket>, now: Instant) {
         let burst = f64::from(self.rate);
-        map.retain(|_, b| {
-            b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * burst < burst
-        });
-        if map.len() >= self.shard_capacity
-            && let Some(victim) = map.keys().next().copied()
-        {
+        let target = self.room_target();
+        let tokens = |b: &Bucket| {
+            (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * burst).min(burst)
+        };
+        for floor in [burst, burst - 1.0] {
+            if map.len() <= target {
+                return;
+            }
+            map.retain(|_, b| tokens(b) < floor);
+        }
+        let excess = map.len().saturating_sub(target);
+        let victims: Vec<IpAddr> = map.keys().take(excess).copied().collect();
+        for victim in victims {
             map.remove(&victim);
         }
+    }
+
+    /// Addresses a full shard is cut back to: 7/8 of its capacity, so the next capacity/8
+    /// new sources are admitted without another pass.
+    fn room_target(&self) -> usize {
+        self.shard_capacity - self.shard_capacity.div_ceil(8)
     }
 
     /// Addresses currently tracked.
@@ -194,6 +210,41 @@ mod tests {
         let busy = ip(9);
         assert_eq!(admitted(&l, busy, t0, 10, Duration::ZERO), 5);
         assert!(!l.admit(busy, t0));
+    }
+
+    #[test]
+    fn a_full_shard_is_cut_back_keeping_limited_clients() {
+        let t0 = Instant::now();
+        let l = RateLimiter::with_capacity(4, 64);
+        let fill = |tokens: &[f64]| -> HashMap<IpAddr, Bucket> {
+            (0..64u32)
+                .map(|i| {
+                    let b = Bucket {
+                        tokens: tokens[i as usize % tokens.len()],
+                        last: t0,
+                    };
+                    (IpAddr::V6(Ipv6Addr::from(u128::from(i))), b)
+                })
+                .collect()
+        };
+        // Half limited clients (no tokens left), half single-query sources: only the latter go.
+        let mut map = fill(&[0.0, 3.0]);
+        l.make_room(&mut map, t0);
+        assert_eq!(map.len(), 32);
+        assert!(map.values().all(|b| b.tokens == 0.0));
+        // Idle buckets go before single-query ones.
+        let mut map = fill(&[4.0, 3.0]);
+        l.make_room(&mut map, t0);
+        assert_eq!(map.len(), 32);
+        assert!(map.values().all(|b| b.tokens == 3.0));
+        // Nothing but limited clients: arbitrary ones, down to 7/8 of the capacity.
+        let mut map = fill(&[0.5]);
+        l.make_room(&mut map, t0);
+        assert_eq!(map.len(), 56);
+        // A shard with room is left alone.
+        let mut map: HashMap<IpAddr, Bucket> = fill(&[4.0]).into_iter().take(56).collect();
+        l.make_room(&mut map, t0);
+        assert_eq!(map.len(), 56);
     }
 
     #[test]
