@@ -474,8 +474,13 @@ fn parse_source(text: &str) -> Result<PolicySource, String> {
         }
         return Ok(PolicySource::File(PathBuf::from(path)));
     }
-    if text.starts_with("oci://") && text.len() > "oci://".len() {
-        return Ok(PolicySource::Oci(text.to_string()));
+    if text.starts_with("oci://") {
+        // Parsed now so `check` and a reload reject a malformed reference with its line;
+        // kept as written (the `oci` module parses it again when it pulls).
+        return match text.parse::<crate::oci::OciReference>() {
+            Ok(_) => Ok(PolicySource::Oci(text.to_string())),
+            Err(e) => Err(e.to_string()),
+        };
     }
     Err(format!(
         "invalid policy source {text:?}: expected \"file:PATH\" or \"oci://REGISTRY/REPO[:TAG][@DIGEST]\""
@@ -539,6 +544,19 @@ mod tests {
         );
         for bad in ["file:", "oci://", "/p.wasm", "http://x"] {
             assert!(parse_source(bad).is_err(), "{bad}");
+        }
+        // An oci:// reference is parsed in full: the reason names what is wrong.
+        for (bad, reason) in [
+            (
+                "oci://ghcr.io/x/y",
+                "a :TAG or an @sha256:DIGEST is required",
+            ),
+            ("oci://x/y:1", "is not a registry host"),
+            ("oci://ghcr.io/x/y@sha256:abc", "64 lowercase hex digits"),
+            ("oci://ghcr.io/x/y:1#", "the #POLICY part"),
+        ] {
+            let err = parse_source(bad).err().unwrap_or_default();
+            assert!(err.contains(reason), "{bad}: {err}");
         }
     }
 }

@@ -109,7 +109,7 @@ fn policies_and_settings_become_json() {
     let text = format!(
         "{}\n[policies.egress]\nsource = \"file:/p/a.wasm\"\nmemory_limit = \"32MiB\"\ntimeout = \"2ms\"\n\
          settings = {{ rules = [{{ allow = [\"*.stripe.com\"], n = 1 }}] }}\n\
-         [policies.oci]\nsource = \"oci://ghcr.io/z/p:1@sha256:abc\"\non_error = \"allow\"\n",
+         [policies.oci]\nsource = \"oci://ghcr.io/z/p:1@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\non_error = \"allow\"\n",
         zone("policies = [\"egress\", \"oci\"]")
     );
     let c = check("policies", &text).unwrap();
