@@ -108,7 +108,9 @@ impl RateLimiter {
         let tokens = |b: &Bucket| {
             (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * burst).min(burst)
         };
-        for floor in [burst, burst - 1.0] {
+        // At a rate of 1 a single-query source has no token left, like a limited client:
+        // only the first tier applies.
+        for floor in [burst, burst - 1.0].into_iter().filter(|f| *f > 0.0) {
             if map.len() <= target {
                 return;
             }
@@ -241,6 +243,12 @@ mod tests {
         let mut map = fill(&[0.5]);
         l.make_room(&mut map, t0);
         assert_eq!(map.len(), 56);
+        // At a rate of 1, limited clients are not taken for single-query sources.
+        let one = RateLimiter::with_capacity(1, 64);
+        let mut map = fill(&[0.0, 1.0]);
+        one.make_room(&mut map, t0);
+        assert_eq!(map.len(), 32);
+        assert!(map.values().all(|b| b.tokens == 0.0));
         // A shard with room is left alone.
         let mut map: HashMap<IpAddr, Bucket> = fill(&[4.0]).into_iter().take(56).collect();
         l.make_room(&mut map, t0);
