@@ -3,8 +3,8 @@
 //!
 //! Sockets are bound before anything is served (app phase 2) with `SO_REUSEPORT`, so a second
 //! zonegate can bind the same addresses during a rolling update. Every query loads the
-//! current snapshot; a miss becomes its own task, counted in [`Inflight`] so a drain can
-//! wait for it.
+//! current snapshot; a miss is answered asynchronously (over UDP within the socket's task,
+//! over TCP in a task of its own), counted in [`Inflight`] so a drain can wait for it.
 
 mod frame;
 mod slots;

@@ -535,3 +535,43 @@ async fn two_instances_share_an_address_with_so_reuseport() {
     );
     second.drain().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misses_in_flight_when_the_drain_starts_are_answered() {
+    let up = upstream();
+    up.set_behaviour(Behaviour::Delay(Duration::from_millis(300)));
+    let zg = start(&forwarding(up.addr(), "", "")).await;
+    let addr = zg.addr();
+    let names: Vec<String> = (0..5).map(|i| format!("d{i}.example.test.")).collect();
+    let mut tasks: Vec<_> = names
+        .iter()
+        .cloned()
+        .map(|n| {
+            tokio::spawn(async move {
+                Client::new()
+                    .query_udp(addr, &n, RecordType::A)
+                    .await
+                    .map(|r| r.rcode())
+            })
+        })
+        .collect();
+    tasks.push(tokio::spawn(async move {
+        Client::new()
+            .query_udp(addr, WWW, RecordType::A)
+            .await
+            .map(|r| r.rcode())
+    }));
+    // Every query is at the upstream (answering in 300 ms) when the drain starts.
+    assert!(up.wait_for_total(6, Duration::from_secs(5)).await);
+    let drained = tokio::spawn(zg.drain());
+    for (i, t) in tasks.into_iter().enumerate() {
+        let rcode = t.await.unwrap();
+        let want = if i < 5 {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        };
+        assert_eq!(rcode.ok(), Some(want), "query {i}");
+    }
+    drained.await.unwrap();
+}

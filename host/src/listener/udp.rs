@@ -1,6 +1,7 @@
 //! The UDP loop: one task per socket. Queries arrive in batches (`recvmmsg`); hits are
-//! answered inline and their replies leave together (`sendmmsg`); misses get their own task,
-//! and the replies of misses that complete together leave together too ([`Replies`]).
+//! answered inline and their replies leave together (`sendmmsg`). Misses are answered in the
+//! same task (a `FuturesUnordered` of [`miss`]es, not a task each), and the replies of misses
+//! whose answers came in together leave together too.
 //!
 //! Drain (rolling restart): closing a socket of a `SO_REUSEPORT` group drops the datagrams
 //! queued on it, and an open socket nobody reads keeps receiving its share of new ones. So on
@@ -10,55 +11,78 @@
 //! every new datagram to the other process's sockets while this one answers what is already
 //! queued, until it has been quiet for [`DRAIN_QUIET`].
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::{FutureExt, future};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::Shared;
 use crate::mmsg::{self, BATCH, MAX_DATAGRAM, RecvBatch};
-use crate::pipeline::{ListenerInfo, Step};
+use crate::pipeline::{ListenerInfo, Pending, Snapshot, Step};
 use crate::policy::Transport;
 
 /// A draining socket that received nothing for this long has nothing queued any more.
 const DRAIN_QUIET: Duration = Duration::from_millis(100);
 
+/// A reply and where it goes.
+type Reply = (Vec<u8>, SocketAddr);
+
 /// Serves one UDP socket until shutdown, then drains it.
 pub async fn serve(socket: UdpSocket, info: ListenerInfo, shared: Arc<Shared>) {
-    let socket = Arc::new(socket);
     let fd = socket.as_raw_fd();
     let mut batch = RecvBatch::new(BATCH, MAX_DATAGRAM);
-    let mut out: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
-    let replies = Arc::new(Replies::default());
+    let mut out: Vec<Reply> = Vec::with_capacity(BATCH);
+    let mut misses = FuturesUnordered::new();
     let mut shutdown = shared.shutdown.clone();
+    // ERROR too, as tokio's own receive: a pending ICMP error is reported, not waited on.
+    let ready = Interest::READABLE | Interest::ERROR;
     loop {
-        // ERROR too, as tokio's own receive: a pending ICMP error is reported, not waited on.
-        let ready = Interest::READABLE | Interest::ERROR;
-        let received = tokio::select! {
-            r = socket.async_io(ready, || batch.recv(fd)) => r,
+        let mut answered = false;
+        tokio::select! {
+            received = socket.async_io(ready, || batch.recv(fd)) => match received {
+                Ok(n) => handle(&batch, n, &mut out, &info, &shared, |snapshot, pending, peer| {
+                    misses.push(miss(snapshot, pending, peer, shared.clone()));
+                }),
+                // ICMP errors from earlier sends surface here on some kernels: not fatal.
+                Err(e) => tracing::debug!(error = %e, "udp receive"),
+            },
+            Some(reply) = misses.next(), if !misses.is_empty() => {
+                out.extend(reply);
+                answered = true;
+            }
             _ = shutdown.wait_for(|s| *s) => break,
-        };
-        match received {
-            Ok(n) => handle(&socket, &batch, n, &mut out, &replies, &info, &shared).await,
-            // ICMP errors from earlier sends surface here on some kernels: not fatal.
-            Err(e) => tracing::debug!(error = %e, "udp receive"),
         }
+        if answered {
+            // Let the other upstream readers of this pass hand over their answers too, so
+            // the replies of misses answered together leave together.
+            tokio::task::yield_now().await;
+            collect(None, &mut misses, &mut out);
+        }
+        flush(&socket, &mut out).await;
     }
-    drain(&socket, &mut batch, &mut out, &replies, &info, &shared).await;
+    let misses = Misses {
+        running: misses,
+        start: miss,
+    };
+    drain(&socket, &mut batch, &mut out, misses, &info, &shared).await;
 }
 
-/// Answers the first `n` datagrams of `batch`: hits together, misses each in its own task.
-async fn handle(
-    socket: &Arc<UdpSocket>,
+/// Answers the first `n` datagrams of `batch`: the replies of hits go to `out`, each miss to
+/// `on_miss` (with the snapshot it was matched in).
+fn handle(
     batch: &RecvBatch,
     n: usize,
-    out: &mut Vec<(Vec<u8>, SocketAddr)>,
-    replies: &Arc<Replies>,
+    out: &mut Vec<Reply>,
     info: &ListenerInfo,
-    shared: &Arc<Shared>,
+    shared: &Shared,
+    mut on_miss: impl FnMut(Arc<Snapshot>, Box<Pending>, SocketAddr),
 ) {
     let snapshot = shared.snapshot.load_full();
     for (packet, peer) in (0..n).filter_map(|i| batch.get(i)) {
@@ -66,45 +90,54 @@ async fn handle(
         match snapshot.prepare(packet, peer, Transport::Udp, info, started) {
             Step::Reply(reply) => out.push((reply, peer)),
             Step::Drop => {}
-            Step::Forward(pending) => {
-                let socket = socket.clone();
-                let shared = shared.clone();
-                let snapshot = snapshot.clone();
-                let replies = replies.clone();
-                tokio::spawn(async move {
-                    let _guard = shared.inflight.enter();
-                    let reply = snapshot.complete(pending).await;
-                    replies.send(&socket, reply, peer).await;
-                });
-            }
+            Step::Forward(pending) => on_miss(snapshot.clone(), pending, peer),
         }
     }
-    flush(socket, out).await;
 }
 
-/// Replies of misses waiting to be sent. The first miss to queue one becomes the sender:
-/// it yields once, so misses completing in the same scheduler pass (answers that came in
-/// together) queue theirs, then sends them all. Its task is in flight until they are sent,
-/// so a drain still waits for every reply.
-#[derive(Default)]
-struct Replies {
-    queue: Mutex<Vec<(Vec<u8>, SocketAddr)>>,
-}
-
-impl Replies {
-    async fn send(&self, socket: &UdpSocket, reply: Vec<u8>, peer: SocketAddr) {
-        let first = {
-            let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            q.push((reply, peer));
-            q.len() == 1
-        };
-        if !first {
-            return;
+/// A miss, answered within the listener's task: its reply leaves with the others that are
+/// ready at the same time, in one `sendmmsg`, and it costs no task of its own. Counted in
+/// flight so a drain waits for it. A panic answers nothing and is logged; the listener
+/// carries on.
+fn miss(
+    snapshot: Arc<Snapshot>,
+    pending: Box<Pending>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> impl Future<Output = Option<Reply>> {
+    let answer = async move {
+        let _guard = shared.inflight.enter();
+        let reply = snapshot.complete(pending).await;
+        (reply, peer)
+    };
+    AssertUnwindSafe(answer).catch_unwind().map(|r| match r {
+        Ok(reply) => Some(reply),
+        Err(_) => {
+            tracing::error!("answering a forwarded query panicked; no reply sent");
+            None
         }
-        tokio::task::yield_now().await;
-        let mut batch =
-            std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
-        flush(socket, &mut batch).await;
+    })
+}
+
+/// The misses in flight and how a new one starts ([`miss`]; a parameter so that the future
+/// type, which has no name, can be passed on).
+struct Misses<F> {
+    running: FuturesUnordered<F>,
+    start: fn(Arc<Snapshot>, Box<Pending>, SocketAddr, Arc<Shared>) -> F,
+}
+
+/// Adds `first` and every other miss already finished to `out`.
+fn collect<F: Future<Output = Option<Reply>>>(
+    first: Option<Reply>,
+    misses: &mut FuturesUnordered<F>,
+    out: &mut Vec<Reply>,
+) {
+    out.extend(first);
+    while out.len() < BATCH {
+        match misses.next().now_or_never() {
+            Some(Some(reply)) => out.extend(reply),
+            _ => break,
+        }
     }
 }
 
@@ -129,29 +162,47 @@ async fn flush(socket: &UdpSocket, out: &mut Vec<(Vec<u8>, SocketAddr)>) {
     out.clear();
 }
 
-/// Leaves the reuseport selection, then answers what is queued until quiet (bounded by the
-/// drain timeout).
-async fn drain(
-    socket: &Arc<UdpSocket>,
+/// Leaves the reuseport selection, then answers what is queued until quiet and finishes
+/// the misses in flight (all of it bounded by the drain timeout).
+async fn drain<F: Future<Output = Option<Reply>>>(
+    socket: &UdpSocket,
     batch: &mut RecvBatch,
-    out: &mut Vec<(Vec<u8>, SocketAddr)>,
-    replies: &Arc<Replies>,
+    out: &mut Vec<Reply>,
+    misses: Misses<F>,
     info: &ListenerInfo,
     shared: &Arc<Shared>,
 ) {
+    let Misses {
+        running: mut misses,
+        start,
+    } = misses;
     if let Err(e) = detach(socket).await {
         tracing::warn!(error = %e, "udp drain: could not leave the reuseport group; queued queries may be lost");
     }
     let fd = socket.as_raw_fd();
-    let deadline = Instant::now() + shared.snapshot.load().config.server.drain_timeout;
+    let deadline = tokio::time::Instant::now() + shared.snapshot.load().config.server.drain_timeout;
     let ready = Interest::READABLE | Interest::ERROR;
-    while Instant::now() < deadline {
-        let received = socket.async_io(ready, || batch.recv(fd));
-        match tokio::time::timeout(DRAIN_QUIET, received).await {
-            Ok(Ok(n)) => handle(socket, batch, n, out, replies, info, shared).await,
-            Ok(Err(e)) => tracing::debug!(error = %e, "udp receive while draining"),
-            Err(_) => break,
+    let mut quiet = false;
+    while !(quiet && misses.is_empty()) {
+        let received = async {
+            if quiet {
+                future::pending().await
+            } else {
+                tokio::time::timeout(DRAIN_QUIET, socket.async_io(ready, || batch.recv(fd))).await
+            }
+        };
+        tokio::select! {
+            r = received => match r {
+                Ok(Ok(n)) => handle(batch, n, out, info, shared, |snapshot, pending, peer| {
+                    misses.push(start(snapshot, pending, peer, shared.clone()));
+                }),
+                Ok(Err(e)) => tracing::debug!(error = %e, "udp receive while draining"),
+                Err(_) => quiet = true,
+            },
+            Some(reply) = misses.next(), if !misses.is_empty() => collect(reply, &mut misses, out),
+            () = tokio::time::sleep_until(deadline) => break,
         }
+        flush(socket, out).await;
     }
 }
 
