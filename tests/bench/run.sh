@@ -17,6 +17,9 @@
 # --rounds N repeats the whole sequence N times (each proxy freshly started every round) and
 # adds a table of per-round medians and the ratios of the targets: on a shared machine the
 # load changes between proxies, and interleaved rounds with medians are what to compare.
+# Each round starts with the next proxy in turn (round 1: zonegate, unbound, dnsdist; round 2:
+# unbound, dnsdist, zonegate; …): the proxy measured right after another one's cold run
+# meets a busier upstream CPU, so a fixed order would always handicap the same proxy.
 #
 # Usage: tests/bench/run.sh [--only zonegate,unbound,dnsdist] [--duration S] [--cold-limit S]
 #                           [--policy FILE [--policy-cache-for N]] [--rounds N] [--out FILE]
@@ -222,7 +225,10 @@ measure() { # proxy workload dnsperf-args…
 }
 
 for round in $(seq 1 "$rounds"); do
-for proxy in "${proxies[@]}"; do
+n=${#proxies[@]}
+order=()
+for i in $(seq 0 $((n - 1))); do order+=("${proxies[$(((round - 1 + i) % n))]}"); done
+for proxy in "${order[@]}"; do
   echo "== round $round/$rounds: $proxy on 127.0.0.1:${port[$proxy]}" >&2
   start_proxy "$proxy"
   dnsperf_run "$proxy" "$work/$proxy-warm.dnsperf" -d "$work/hot.txt" -n 1 -l 30
