@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use support::{forwarding, metric_sum, start};
@@ -164,19 +164,7 @@ async fn max_concurrent_answers_refused_uncached_and_counted() {
     let zg = start(&forwarding(up.addr(), "max_concurrent = 2", "")).await;
     let addr = zg.addr();
     let names: Vec<String> = (0..6).map(|i| format!("n{i}.example.test.")).collect();
-    let tasks: Vec<_> = names
-        .iter()
-        .cloned()
-        .map(|n| {
-            tokio::spawn(async move {
-                Client::new()
-                    .query_udp(addr, &n, RecordType::A)
-                    .await
-                    .unwrap()
-                    .rcode()
-            })
-        })
-        .collect();
+    let tasks = ask_all(addr, &names);
     let mut refused = 0;
     for t in tasks {
         if t.await.unwrap() == ResponseCode::Refused {
@@ -542,8 +530,26 @@ async fn misses_in_flight_when_the_drain_starts_are_answered() {
     up.set_behaviour(Behaviour::Delay(Duration::from_millis(300)));
     let zg = start(&forwarding(up.addr(), "", "")).await;
     let addr = zg.addr();
-    let names: Vec<String> = (0..5).map(|i| format!("d{i}.example.test.")).collect();
-    let mut tasks: Vec<_> = names
+    let mut names: Vec<String> = (0..5).map(|i| format!("d{i}.example.test.")).collect();
+    names.push(WWW.to_string());
+    let tasks = ask_all(addr, &names);
+    // Every query is at the upstream (answering in 300 ms) when the drain starts.
+    assert!(up.wait_for_total(6, Duration::from_secs(5)).await);
+    let drained = tokio::spawn(zg.drain());
+    for (i, t) in tasks.into_iter().enumerate() {
+        let want = if i < 5 {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        };
+        assert_eq!(t.await.unwrap(), want, "query {i}");
+    }
+    drained.await.unwrap();
+}
+
+/// Asks each name (type A, over UDP) in a task of its own; each task returns the rcode.
+fn ask_all(addr: SocketAddr, names: &[String]) -> Vec<tokio::task::JoinHandle<ResponseCode>> {
+    names
         .iter()
         .cloned()
         .map(|n| {
@@ -551,27 +557,9 @@ async fn misses_in_flight_when_the_drain_starts_are_answered() {
                 Client::new()
                     .query_udp(addr, &n, RecordType::A)
                     .await
-                    .map(|r| r.rcode())
+                    .unwrap()
+                    .rcode()
             })
         })
-        .collect();
-    tasks.push(tokio::spawn(async move {
-        Client::new()
-            .query_udp(addr, WWW, RecordType::A)
-            .await
-            .map(|r| r.rcode())
-    }));
-    // Every query is at the upstream (answering in 300 ms) when the drain starts.
-    assert!(up.wait_for_total(6, Duration::from_secs(5)).await);
-    let drained = tokio::spawn(zg.drain());
-    for (i, t) in tasks.into_iter().enumerate() {
-        let rcode = t.await.unwrap();
-        let want = if i < 5 {
-            ResponseCode::NXDomain
-        } else {
-            ResponseCode::NoError
-        };
-        assert_eq!(rcode.ok(), Some(want), "query {i}");
-    }
-    drained.await.unwrap();
+        .collect()
 }
