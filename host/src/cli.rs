@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{self, ConfigSource, RunOptions};
+pub use crate::config::LogFormat;
 use crate::config::{self, AksOptions};
 use crate::netsetup;
 
@@ -63,13 +64,6 @@ fn configured_log_format(toml_text: &str) -> Option<LogFormat> {
         "json" => Some(LogFormat::Json),
         _ => None,
     }
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
