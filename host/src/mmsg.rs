@@ -5,7 +5,7 @@
 //! per call.
 
 use std::io;
-use std::mem;
+use std::mem::{self, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 use std::ptr;
@@ -96,50 +96,54 @@ impl RecvBatch {
     }
 }
 
-/// Sends `out[..]` (reply, destination) with as few `sendmmsg` calls as possible; returns
-/// how many were handed to the kernel (at least one unless the first failed: its error).
-pub(crate) fn send(fd: RawFd, out: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
-    let n = out.len().min(BATCH);
-    // SAFETY: all-zero headers, addresses and iovecs are valid; each is filled below.
-    let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
-    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
-    let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { mem::zeroed() };
-    for (i, (reply, to)) in out.iter().take(n).enumerate() {
-        iovs[i] = libc::iovec {
-            iov_base: reply.as_ptr().cast_mut().cast(),
-            iov_len: reply.len(),
-        };
-        let h = &mut hdrs[i].msg_hdr;
-        h.msg_namelen = from_std(*to, &mut addrs[i]);
-        h.msg_name = ptr::from_mut(&mut addrs[i]).cast();
-        h.msg_iov = &mut iovs[i];
-        h.msg_iovlen = 1;
-    }
-    // SAFETY: the first `n` headers point at live iovecs over the replies (only read by
-    // the kernel) and at initialised socket addresses of the given lengths.
-    let sent = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
-    usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+/// A datagram to send: its bytes and, on an unconnected socket, where to.
+pub(crate) trait Datagram {
+    fn bytes(&self) -> &[u8];
+    /// None on a connected socket.
+    fn to(&self) -> Option<SocketAddr>;
 }
 
-/// Sends `out[..]` on a connected socket with as few `sendmmsg` calls as possible; returns
-/// how many were handed to the kernel (at least one unless the first failed: its error).
-pub(crate) fn send_connected<M: AsRef<[u8]>>(fd: RawFd, out: &[M]) -> io::Result<usize> {
-    let n = out.len().min(BATCH);
-    // SAFETY: all-zero headers and iovecs are valid (no address: the socket is connected).
-    let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
-    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
-    for (i, m) in out.iter().take(n).enumerate() {
-        let m = m.as_ref();
-        iovs[i] = libc::iovec {
-            iov_base: m.as_ptr().cast_mut().cast(),
-            iov_len: m.len(),
-        };
-        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-        hdrs[i].msg_hdr.msg_iovlen = 1;
+/// A reply and its destination (the listeners).
+impl Datagram for (Vec<u8>, SocketAddr) {
+    fn bytes(&self) -> &[u8] {
+        &self.0
     }
-    // SAFETY: the first `n` headers point at live iovecs over the messages (only read by
-    // the kernel).
-    let sent = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+    fn to(&self) -> Option<SocketAddr> {
+        Some(self.1)
+    }
+}
+
+/// Sends `out[..]` with as few `sendmmsg` calls as possible; returns how many were handed to
+/// the kernel (at least one unless the first failed: its error).
+pub(crate) fn send<D: Datagram>(fd: RawFd, out: &[D]) -> io::Result<usize> {
+    let n = out.len().min(BATCH);
+    // Only the entries used are initialised (a batch is often a few datagrams, and the
+    // whole arrays are 6.5 KiB).
+    let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; BATCH];
+    let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; BATCH];
+    let mut addrs = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; BATCH];
+    for (i, d) in out.iter().take(n).enumerate() {
+        let bytes = d.bytes();
+        let iov = iovs[i].write(libc::iovec {
+            iov_base: bytes.as_ptr().cast_mut().cast(),
+            iov_len: bytes.len(),
+        });
+        // SAFETY: an all-zero mmsghdr is valid (null name: no address, as on a connected
+        // socket; no control data).
+        let h = &mut hdrs[i].write(unsafe { mem::zeroed() }).msg_hdr;
+        if let Some(to) = d.to() {
+            // SAFETY: an all-zero sockaddr_storage is valid.
+            let addr = addrs[i].write(unsafe { mem::zeroed() });
+            h.msg_namelen = from_std(to, addr);
+            h.msg_name = ptr::from_mut(addr).cast();
+        }
+        h.msg_iov = iov;
+        h.msg_iovlen = 1;
+    }
+    // SAFETY: the first `n` headers are initialised and point at live iovecs over the
+    // datagrams (only read by the kernel) and at initialised socket addresses of the given
+    // lengths, or at none.
+    let sent = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr().cast(), n as libc::c_uint, 0) };
     usize::try_from(sent).map_err(|_| io::Error::last_os_error())
 }
 
@@ -217,10 +221,12 @@ mod tests {
         let server = std::net::UdpSocket::bind("127.0.0.1:0")?;
         let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
         client.connect(server.local_addr()?)?;
-        let out: Vec<Vec<u8>> = (1..=5u8).map(|i| vec![i; usize::from(i)]).collect();
+        let out: Vec<Connected> = (1..=5u8)
+            .map(|i| Connected(vec![i; usize::from(i)]))
+            .collect();
         let mut sent = 0;
         while sent < out.len() {
-            sent += send_connected(client.as_raw_fd(), &out[sent..])?;
+            sent += send(client.as_raw_fd(), &out[sent..])?;
         }
         let mut batch = RecvBatch::new(4, 16);
         let mut got = Vec::new();
@@ -228,8 +234,21 @@ mod tests {
             let n = batch.recv(server.as_raw_fd())?;
             got.extend((0..n).filter_map(|i| batch.get(i)).map(|(d, _)| d.to_vec()));
         }
-        assert_eq!(got, out);
+        let want: Vec<Vec<u8>> = out.into_iter().map(|c| c.0).collect();
+        assert_eq!(got, want);
         Ok(())
+    }
+
+    /// A datagram for a connected socket.
+    struct Connected(Vec<u8>);
+
+    impl Datagram for Connected {
+        fn bytes(&self) -> &[u8] {
+            &self.0
+        }
+        fn to(&self) -> Option<SocketAddr> {
+            None
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
-use crate::mmsg::{self, RecvBatch};
+use crate::mmsg::{self, Datagram, RecvBatch};
 
 use super::demux::{self, Demux, Registered, Unregister};
 use super::server::AttemptError;
@@ -47,9 +47,13 @@ struct Outgoing {
     token: u64,
 }
 
-impl AsRef<[u8]> for Outgoing {
-    fn as_ref(&self) -> &[u8] {
+impl Datagram for Outgoing {
+    fn bytes(&self) -> &[u8] {
         &self.message
+    }
+    /// The socket is connected to the server.
+    fn to(&self) -> Option<SocketAddr> {
+        None
     }
 }
 
@@ -77,7 +81,7 @@ impl Sock {
         while done < batch.len() {
             let rest = &batch[done..];
             let sent = (self.sock)
-                .async_io(Interest::WRITABLE, || mmsg::send_connected(fd, rest))
+                .async_io(Interest::WRITABLE, || mmsg::send(fd, rest))
                 .await;
             done += self.sent(sent, &batch[done]);
         }
@@ -113,7 +117,7 @@ impl Drop for FlushOnDrop<'_> {
         let fd = s.sock.as_raw_fd();
         let mut done = 0;
         while done < batch.len() {
-            done += s.sent(mmsg::send_connected(fd, &batch[done..]), &batch[done]);
+            done += s.sent(mmsg::send(fd, &batch[done..]), &batch[done]);
         }
     }
 }
