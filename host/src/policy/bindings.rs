@@ -74,6 +74,14 @@ pub(crate) enum Phase {
 }
 
 impl Pre {
+    /// The engine the component was linked in.
+    pub(crate) fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            Pre::V1(p) => p.engine(),
+            Pre::V2(p) => p.engine(),
+        }
+    }
+
     /// Links `c` with the host's imports (WASI ones trap if called) and checks its exports
     /// against each world, newest first.
     pub(crate) fn link(engine: &wasmtime::Engine, c: &Component) -> Result<Pre, String> {

@@ -4,8 +4,8 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -37,20 +37,29 @@ impl Default for EngineOptions {
 }
 
 /// The wasmtime engine shared by every policy of the process (create one, clone freely).
+/// It is built on the first compile: a process without policies has no engine, compiler
+/// state or ticker thread (and does not page in their code).
 #[derive(Clone)]
 pub struct PolicyEngine {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    engine: Engine,
     tick: Duration,
     cache_dir: Option<PathBuf>,
+    built: OnceLock<Built>,
+    /// Held while building, so two first compiles do not both build.
+    building: Mutex<()>,
+}
+
+/// The engine once built.
+struct Built {
+    engine: Engine,
     compat: String,
     ticker: Arc<Ticker>,
 }
 
-impl Drop for Inner {
+impl Drop for Built {
     fn drop(&mut self) {
         self.ticker.stop.store(true, Ordering::SeqCst);
         self.ticker.thread.unpark();
@@ -73,11 +82,13 @@ struct Ticker {
 }
 
 /// Marks guest code running on this thread; the ticker keeps ticking until it drops.
-pub(crate) struct GuestRunning<'a>(&'a Ticker);
+pub(crate) struct GuestRunning<'a>(Option<&'a Ticker>);
 
 impl Drop for GuestRunning<'_> {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        if let Some(t) = self.0 {
+            t.active.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -90,41 +101,57 @@ pub(crate) struct Compiled {
 }
 
 impl PolicyEngine {
-    /// Creates the engine and starts its epoch ticker thread (stopped when the last clone
-    /// is dropped).
+    /// A handle on the engine; it is built (and its epoch ticker thread started, stopped
+    /// when the last clone is dropped) by the first compile.
     pub fn new(opts: EngineOptions) -> Result<Self, PolicyError> {
+        Ok(PolicyEngine {
+            inner: Arc::new(Inner {
+                tick: opts.epoch_tick.max(Duration::from_micros(10)),
+                cache_dir: opts.cache_dir,
+                built: OnceLock::new(),
+                building: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The engine, built now if this is the first use.
+    fn built(&self) -> Result<&Built, PolicyError> {
+        if let Some(b) = self.inner.built.get() {
+            return Ok(b);
+        }
+        let _building = self
+            .inner
+            .building
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(b) = self.inner.built.get() {
+            return Ok(b);
+        }
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.concurrency_support(false);
         let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
         let compat = compat_hash(&engine);
-        let tick = opts.epoch_tick.max(Duration::from_micros(10));
-        let ticker = spawn_ticker(engine.clone(), tick)?;
-        let cache_dir = opts.cache_dir;
-        Ok(PolicyEngine {
-            inner: Arc::new(Inner {
-                engine,
-                tick,
-                cache_dir,
-                compat,
-                ticker,
-            }),
-        })
+        let ticker = spawn_ticker(engine.clone(), self.inner.tick)?;
+        Ok(self.inner.built.get_or_init(|| Built {
+            engine,
+            compat,
+            ticker,
+        }))
     }
 
     /// Call before running guest code (keep the guard for the whole call): wakes the epoch
-    /// ticker if it parked, so the call's epoch deadline is enforced.
+    /// ticker if it parked, so the call's epoch deadline is enforced. (Guest code exists only
+    /// once something compiled, so the engine is built.)
     pub(crate) fn guest_running(&self) -> GuestRunning<'_> {
-        let t = &*self.inner.ticker;
+        let Some(t) = self.inner.built.get().map(|b| &*b.ticker) else {
+            return GuestRunning(None);
+        };
         t.active.fetch_add(1, Ordering::SeqCst);
         if t.parked.load(Ordering::SeqCst) {
             t.thread.unpark();
         }
-        GuestRunning(t)
-    }
-
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.inner.engine
+        GuestRunning(Some(t))
     }
 
     /// Epoch ticks covering at least `d` (one extra: the first tick may come at once).
@@ -135,19 +162,21 @@ impl PolicyEngine {
 
     /// Compiles (or loads from the disk cache) and links `bytes`; `policy` names errors.
     pub(crate) fn compile(&self, policy: &str, bytes: &[u8]) -> Result<Compiled, PolicyError> {
+        let built = self.built()?;
         let digest = sha256(bytes);
-        let component = self.component(policy, bytes, &digest)?;
-        self.link(policy, &component, digest.into())
+        let component = self.component(built, policy, bytes, &digest)?;
+        link(&built.engine, policy, &component, digest.into())
     }
 
     fn component(
         &self,
+        built: &Built,
         policy: &str,
         bytes: &[u8],
         digest: &str,
     ) -> Result<Component, PolicyError> {
-        let engine = &self.inner.engine;
-        let cached = self.cache_path(digest);
+        let engine = &built.engine;
+        let cached = self.cache_path(&built.compat, digest);
         if let Some(c) = cached.as_deref().and_then(|path| load_cached(engine, path)) {
             return Ok(c);
         }
@@ -161,25 +190,31 @@ impl PolicyEngine {
         Ok(component)
     }
 
-    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
+    fn cache_path(&self, compat: &str, digest: &str) -> Option<PathBuf> {
         let dir = self.inner.cache_dir.as_ref()?;
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-        Some(dir.join(format!("{hex}-{}.cwasm", self.inner.compat)))
+        Some(dir.join(format!("{hex}-{compat}.cwasm")))
     }
+}
 
-    fn link(&self, policy: &str, c: &Component, digest: Arc<str>) -> Result<Compiled, PolicyError> {
-        let wrong = |reason: String| PolicyError::WrongWorld {
-            policy: policy.into(),
-            reason,
-        };
-        let imports = check_imports(&self.inner.engine, c).map_err(wrong)?;
-        let pre = Pre::link(&self.inner.engine, c).map_err(wrong)?;
-        Ok(Compiled {
-            digest,
-            pre,
-            imports,
-        })
-    }
+/// Links a compiled component; `policy` names errors.
+fn link(
+    engine: &Engine,
+    policy: &str,
+    c: &Component,
+    digest: Arc<str>,
+) -> Result<Compiled, PolicyError> {
+    let wrong = |reason: String| PolicyError::WrongWorld {
+        policy: policy.into(),
+        reason,
+    };
+    let imports = check_imports(engine, c).map_err(wrong)?;
+    let pre = Pre::link(engine, c).map_err(wrong)?;
+    Ok(Compiled {
+        digest,
+        pre,
+        imports,
+    })
 }
 
 fn compat_hash(engine: &Engine) -> String {
@@ -278,6 +313,28 @@ fn store_cached(c: &Component, path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_engine_is_built_by_the_first_compile() -> Result<(), PolicyError> {
+        let e = PolicyEngine::new(EngineOptions::default())?;
+        assert!(
+            e.inner.built.get().is_none(),
+            "nothing built without a policy"
+        );
+        drop(e.guest_running());
+        assert!(matches!(
+            e.compile("p", b"not wasm"),
+            Err(PolicyError::Compile { .. })
+        ));
+        assert!(e.inner.built.get().is_some());
+        let ticker = e.inner.built.get().map(|b| b.ticker.clone());
+        drop(e);
+        assert!(
+            ticker.is_some_and(|t| t.stop.load(Ordering::SeqCst)),
+            "the ticker stops with the last handle"
+        );
+        Ok(())
+    }
 
     #[test]
     fn ticks_cover_the_deadline() {

@@ -190,7 +190,7 @@ impl LoadedPolicy {
         self.instantiations.fetch_add(1, Ordering::Relaxed);
         let _running = self.engine.guest_running();
         let state = GuestState::new(self.name.clone(), self.limits.memory_limit);
-        let mut store = Store::new(self.engine.engine(), state);
+        let mut store = Store::new(self.compiled.pre.engine(), state);
         store.limiter(GuestState::limiter);
         store.epoch_deadline_callback(|mut ctx| ctx.data_mut().on_deadline());
         arm(&mut store, INIT_TIMEOUT, self.init_ticks);
