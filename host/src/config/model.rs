@@ -198,8 +198,8 @@ pub struct PolicySpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicySource {
     File(PathBuf),
-    /// `oci://registry/repo[:tag][@sha256:…]`, kept as written; parsed by the `oci` module.
-    Oci(String),
+    /// `oci://registry/repo[:tag][@sha256:…][#policy]`, parsed when the config is read.
+    Oci(crate::oci::OciReference),
 }
 
 /// `[oci]`: pulling policies from OCI registries.

@@ -475,12 +475,11 @@ fn parse_source(text: &str) -> Result<PolicySource, String> {
         return Ok(PolicySource::File(PathBuf::from(path)));
     }
     if text.starts_with("oci://") {
-        // Parsed now so `check` and a reload reject a malformed reference with its line;
-        // kept as written (the `oci` module parses it again when it pulls).
-        return match text.parse::<crate::oci::OciReference>() {
-            Ok(_) => Ok(PolicySource::Oci(text.to_string())),
-            Err(e) => Err(e.to_string()),
-        };
+        // Parsed now, so `check` and a reload reject a malformed reference with its line.
+        return text
+            .parse::<crate::oci::OciReference>()
+            .map(PolicySource::Oci)
+            .map_err(|e| e.to_string());
     }
     Err(format!(
         "invalid policy source {text:?}: expected \"file:PATH\" or \"oci://REGISTRY/REPO[:TAG][@DIGEST]\""
@@ -540,7 +539,11 @@ mod tests {
         );
         assert_eq!(
             parse_source("oci://ghcr.io/x/y:1"),
-            Ok(PolicySource::Oci("oci://ghcr.io/x/y:1".into()))
+            Ok(PolicySource::Oci(
+                "oci://ghcr.io/x/y:1"
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{e}"))
+            ))
         );
         for bad in ["file:", "oci://", "/p.wasm", "http://x"] {
             assert!(parse_source(bad).is_err(), "{bad}");

@@ -164,7 +164,7 @@ fn cache(out: &mut String, c: &CacheSettings) {
 fn policy(out: &mut String, p: &PolicySpec) {
     let source = match &p.source {
         PolicySource::File(path) => format!("file:{}", path.display()),
-        PolicySource::Oci(reference) => reference.clone(),
+        PolicySource::Oci(reference) => reference.to_string(),
     };
     let on_error = match p.on_error {
         OnError::Deny => "deny",

@@ -39,12 +39,10 @@ pub fn store_for(config: &Config, previous: Option<&Arc<OciStore>>) -> Option<Ar
 fn artifacts(config: &Config) -> Vec<OciReference> {
     let mut out: Vec<OciReference> = Vec::new();
     for p in config.policies.values() {
-        let PolicySource::Oci(text) = &p.source else {
+        let PolicySource::Oci(r) = &p.source else {
             continue;
         };
-        let Ok(mut r) = text.parse::<OciReference>() else {
-            continue;
-        };
+        let mut r = r.clone();
         r.policy = None;
         if !out.contains(&r) {
             out.push(r);
@@ -193,17 +191,14 @@ fn attempt(
     let mut used = Vec::new();
     let mut unavailable: Vec<(String, OnError)> = Vec::new();
     for (name, spec) in specs {
-        let PolicySource::Oci(text) = &spec.source else {
+        let PolicySource::Oci(r) = &spec.source else {
             effective.insert(name.clone(), spec.clone());
             continue;
         };
         let gauge = metrics.oci_unavailable.get_or_create(&PolicyLabels {
             policy: Label::from(name.as_str()),
         });
-        let resolved = text
-            .parse::<OciReference>()
-            .and_then(|r| store.resolve(&r, name).map(|res| (r, res)));
-        let (r, res) = match resolved {
+        let res = match store.resolve(r, name) {
             Ok(found) => found,
             Err(e) => {
                 gauge.set(1);
@@ -220,7 +215,7 @@ fn attempt(
         if res.candidate {
             used.push(Used {
                 policy: name.clone(),
-                reference: r,
+                reference: r.clone(),
                 digest: res.digest,
             });
         }
