@@ -63,15 +63,11 @@ pub async fn serve(socket: UdpSocket, info: ListenerInfo, shared: Arc<Shared>) {
             // Let the other upstream readers of this pass hand over their answers too, so
             // the replies of misses answered together leave together.
             tokio::task::yield_now().await;
-            collect(None, &mut misses, &mut out);
+            collect(&mut misses, &mut out);
         }
         flush(&socket, &mut out).await;
     }
-    let misses = Misses {
-        running: misses,
-        start: miss,
-    };
-    drain(&socket, &mut batch, &mut out, misses, &info, &shared).await;
+    drain(&socket, &mut batch, &mut out, misses, miss, &info, &shared).await;
 }
 
 /// Answers the first `n` datagrams of `batch`: the replies of hits go to `out`, each miss to
@@ -119,20 +115,11 @@ fn miss(
     })
 }
 
-/// The misses in flight and how a new one starts ([`miss`]; a parameter so that the future
-/// type, which has no name, can be passed on).
-struct Misses<F> {
-    running: FuturesUnordered<F>,
-    start: fn(Arc<Snapshot>, Box<Pending>, SocketAddr, Arc<Shared>) -> F,
-}
-
-/// Adds `first` and every other miss already finished to `out`.
+/// Adds the replies of the misses already finished to `out`.
 fn collect<F: Future<Output = Option<Reply>>>(
-    first: Option<Reply>,
     misses: &mut FuturesUnordered<F>,
     out: &mut Vec<Reply>,
 ) {
-    out.extend(first);
     while out.len() < BATCH {
         match misses.next().now_or_never() {
             Some(Some(reply)) => out.extend(reply),
@@ -163,19 +150,17 @@ async fn flush(socket: &UdpSocket, out: &mut Vec<(Vec<u8>, SocketAddr)>) {
 }
 
 /// Leaves the reuseport selection, then answers what is queued until quiet and finishes
-/// the misses in flight (all of it bounded by the drain timeout).
+/// the misses in flight (all of it bounded by the drain timeout). New misses start with
+/// `start` ([`miss`], passed in because its future type has no name to write here).
 async fn drain<F: Future<Output = Option<Reply>>>(
     socket: &UdpSocket,
     batch: &mut RecvBatch,
     out: &mut Vec<Reply>,
-    misses: Misses<F>,
+    mut misses: FuturesUnordered<F>,
+    start: fn(Arc<Snapshot>, Box<Pending>, SocketAddr, Arc<Shared>) -> F,
     info: &ListenerInfo,
     shared: &Arc<Shared>,
 ) {
-    let Misses {
-        running: mut misses,
-        start,
-    } = misses;
     if let Err(e) = detach(socket).await {
         tracing::warn!(error = %e, "udp drain: could not leave the reuseport group; queued queries may be lost");
     }
@@ -199,7 +184,10 @@ async fn drain<F: Future<Output = Option<Reply>>>(
                 Ok(Err(e)) => tracing::debug!(error = %e, "udp receive while draining"),
                 Err(_) => quiet = true,
             },
-            Some(reply) = misses.next(), if !misses.is_empty() => collect(reply, &mut misses, out),
+            Some(reply) = misses.next(), if !misses.is_empty() => {
+                out.extend(reply);
+                collect(&mut misses, out);
+            }
             () = tokio::time::sleep_until(deadline) => break,
         }
         flush(socket, out).await;
