@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
     } else {
         dir
     };
-    let engine = PolicyEngine::new(EngineOptions::default()).expect("engine");
+    let engine = PolicyEngine::new(EngineOptions::default());
     let mut specs = BTreeMap::new();
     let probe = dir.join("guest_probe.wasm");
     specs.insert(

@@ -135,13 +135,10 @@ pub async fn start_with(
     config: Config,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Running> {
-    let engine = Arc::new(
-        PolicyEngine::new(EngineOptions {
-            cache_dir: opts.cache_dir.as_ref().map(|d| d.join("compiled")),
-            ..EngineOptions::default()
-        })
-        .context("starting the policy engine")?,
-    );
+    let engine = Arc::new(PolicyEngine::new(EngineOptions {
+        cache_dir: opts.cache_dir.as_ref().map(|d| d.join("compiled")),
+        ..EngineOptions::default()
+    }));
     let oci = crate::oci::prefetch(&config, &metrics).await;
     let snapshot = Snapshot::build_with_oci(config, None, oci, &engine, &metrics)
         .context("loading policies")?;

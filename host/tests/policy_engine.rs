@@ -18,7 +18,7 @@ use zonegate_testkit::{read_file, wasm_dir, wasm_variant};
 
 fn engine() -> &'static PolicyEngine {
     static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
-    ENGINE.get_or_init(|| PolicyEngine::new(EngineOptions::default()).expect("engine"))
+    ENGINE.get_or_init(|| PolicyEngine::new(EngineOptions::default()))
 }
 
 fn spec(name: &str, path: &Path, settings: &str, on_error: OnError) -> PolicySpec {
@@ -578,11 +578,11 @@ fn compiled_artifacts_are_cached_on_disk() {
         ..EngineOptions::default()
     };
     let bytes = wasm_variant(&read_file(&dir, "guest_probe.wasm"), 3);
-    let first = PolicyEngine::new(opts.clone()).expect("engine");
+    let first = PolicyEngine::new(opts.clone());
     check_component(&first, &bytes).expect("compile");
     let files: Vec<_> = std::fs::read_dir(&cache).expect("dir").flatten().collect();
     assert_eq!(files.len(), 1, "{files:?}");
-    let second = PolicyEngine::new(opts).expect("engine");
+    let second = PolicyEngine::new(opts);
     let start = Instant::now();
     let v = test_decide(&second, &bytes, r#"{"mode":"deny"}"#, &query("a.")).expect("decide");
     assert_eq!(v, Verdict::Deny(DenyKind::Refused));
@@ -620,7 +620,7 @@ fn decide_cost_is_flat() {
 fn a_parked_epoch_ticker_wakes_for_the_next_call() {
     let Some(dir) = wasm_dir() else { return };
     // An engine of its own: the shared one may be kept ticking by other tests.
-    let engine = PolicyEngine::new(EngineOptions::default()).expect("engine");
+    let engine = PolicyEngine::new(EngineOptions::default());
     let m = Metrics::new();
     let spec = timeout(1, probe(&dir, "loop", r#"{"mode":"loop"}"#, OnError::Deny));
     let specs: BTreeMap<_, _> = [spec].into_iter().collect();

@@ -137,7 +137,7 @@ fn bundle(args: &PushArgs) -> anyhow::Result<(Bundle, String)> {
             "give either P.wasm and the reference, or --policy NAME=P.wasm… and the reference"
         ),
     };
-    let engine = PolicyEngine::new(EngineOptions::default())?;
+    let engine = PolicyEngine::new(EngineOptions::default());
     let mut policies = Vec::new();
     let mut worlds: Vec<&str> = Vec::new();
     for (name, path) in files {

@@ -100,17 +100,13 @@ pub fn main(cmd: PolicyCommand) -> ExitCode {
     }
 }
 
-fn engine() -> anyhow::Result<PolicyEngine> {
-    PolicyEngine::new(EngineOptions::default()).context("starting the policy engine")
-}
-
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
 fn check(file: &Path) -> anyhow::Result<ExitCode> {
-    let info =
-        check_component(&engine()?, &read(file)?).with_context(|| file.display().to_string())?;
+    let info = check_component(&PolicyEngine::new(EngineOptions::default()), &read(file)?)
+        .with_context(|| file.display().to_string())?;
     println!("{}: implements {}", file.display(), info.world);
     println!("digest: {}", info.digest);
     for import in &info.imports {
@@ -132,7 +128,11 @@ fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         }
         None => "{}".to_string(),
     };
-    let tester = PolicyTester::new(&engine()?, &read(&args.policy)?, &settings)?;
+    let tester = PolicyTester::new(
+        &PolicyEngine::new(EngineOptions::default()),
+        &read(&args.policy)?,
+        &settings,
+    )?;
     let transport = match args.transport {
         TransportArg::Udp => Transport::Udp,
         TransportArg::Tcp => Transport::Tcp,

@@ -103,15 +103,15 @@ pub(crate) struct Compiled {
 impl PolicyEngine {
     /// A handle on the engine; it is built (and its epoch ticker thread started, stopped
     /// when the last clone is dropped) by the first compile.
-    pub fn new(opts: EngineOptions) -> Result<Self, PolicyError> {
-        Ok(PolicyEngine {
+    pub fn new(opts: EngineOptions) -> Self {
+        PolicyEngine {
             inner: Arc::new(Inner {
                 tick: opts.epoch_tick.max(Duration::from_micros(10)),
                 cache_dir: opts.cache_dir,
                 built: OnceLock::new(),
                 building: Mutex::new(()),
             }),
-        })
+        }
     }
 
     /// The engine, built now if this is the first use.
@@ -316,7 +316,7 @@ mod tests {
 
     #[test]
     fn the_engine_is_built_by_the_first_compile() -> Result<(), PolicyError> {
-        let e = PolicyEngine::new(EngineOptions::default())?;
+        let e = PolicyEngine::new(EngineOptions::default());
         assert!(
             e.inner.built.get().is_none(),
             "nothing built without a policy"
@@ -342,7 +342,6 @@ mod tests {
             cache_dir: None,
             epoch_tick: Duration::from_micros(250),
         });
-        let Ok(e) = e else { panic!("engine") };
         for (d, want) in [(1000, 5), (250, 2), (1, 2), (1001, 6)] {
             assert_eq!(e.ticks(Duration::from_micros(d)), want, "{d} µs");
         }
