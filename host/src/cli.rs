@@ -59,11 +59,7 @@ impl Cli {
 fn configured_log_format(toml_text: &str) -> Option<LogFormat> {
     let doc: toml::Table = toml::from_str(toml_text).ok()?;
     let format = doc.get("observability")?.get("log_format")?.as_str()?;
-    match format {
-        "text" => Some(LogFormat::Text),
-        "json" => Some(LogFormat::Json),
-        _ => None,
-    }
+    LogFormat::from_str(format, false).ok()
 }
 
 #[derive(Debug, Subcommand)]
