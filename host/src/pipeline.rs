@@ -148,17 +148,10 @@ impl Snapshot {
         // The groups a policy may route to (declared by a 0.2.0 policy's `init`; for 0.1.0,
         // named by its settings) must exist. A guest that returns another one at run time is
         // answered SERVFAIL and counted.
-        for name in config.policies.keys() {
-            if let Some(group) = policies
-                .route_targets(name)
-                .into_iter()
-                .find(|g| upstreams.get(g).is_none())
-            {
-                return Err(BuildError::UnknownRoute {
-                    policy: name.clone(),
-                    group,
-                });
-            }
+        let names = config.policies.keys().map(String::as_str);
+        if let Some((policy, group)) = policies.unknown_route(names, |g| upstreams.get(g).is_some())
+        {
+            return Err(BuildError::UnknownRoute { policy, group });
         }
         let mut zones = Vec::with_capacity(config.zones.len());
         for spec in &config.zones {

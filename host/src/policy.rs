@@ -215,6 +215,22 @@ impl Policies {
         }
     }
 
+    /// The first of `names` that may route to an upstream group `group_exists` denies, with
+    /// that group: (policy, group).
+    pub fn unknown_route<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+        group_exists: impl Fn(&str) -> bool,
+    ) -> Option<(String, String)> {
+        names.into_iter().find_map(|name| {
+            let group = self
+                .route_targets(name)
+                .into_iter()
+                .find(|g| !group_exists(g))?;
+            Some((name.to_string(), group))
+        })
+    }
+
     /// The content digest a policy was loaded from.
     pub fn digest(&self, name: &str) -> Option<&str> {
         self.by_name.get(name).map(|p| &*p.compiled.digest)

@@ -232,15 +232,13 @@ fn attempt(
     };
     // A new version declaring a route the configuration lacks is a bad version: caught here,
     // before it is recorded as the last good one (the snapshot checks every policy again).
-    for u in &used {
-        let targets = built.route_targets(&u.policy);
-        if let Some(group) = targets.into_iter().find(|g| !group_exists(g)) {
-            let e = PolicyError::Load {
-                policy: u.policy.clone(),
-                reason: format!("routes to upstream group {group:?}, which is not configured"),
-            };
-            return Err((e, used));
-        }
+    let candidates = used.iter().map(|u| u.policy.as_str());
+    if let Some((policy, group)) = built.unknown_route(candidates, group_exists) {
+        let e = PolicyError::Load {
+            policy,
+            reason: format!("routes to upstream group {group:?}, which is not configured"),
+        };
+        return Err((e, used));
     }
     for (name, on_error) in unavailable {
         built.set_unavailable(&name, on_error);
